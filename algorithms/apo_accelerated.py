@@ -23,14 +23,16 @@ in the margin, so the reference margin is (1 + α) m(π̂_{t+1}) − α m(π̂_t
 m = log-likelihood margin: this is all the loss needs. α = 0 is iterative DPO.
 
 How the extrapolation reaches the loss: it is an outer-loop reference
-refresh. The trainer (or the offline data path,
-`rlzoo.preference_data`, whose `ref_logprob_fn` is called once per batch)
-computes `ref_logprobs` with `reference_logprob_fn(latest, previous, α)`
-built from the two frozen iterates, token by token with
-`extrapolated_logprobs`; at the end of an iteration the latest iterate
-becomes `previous` and the trained policy becomes `latest`. The loss is
-then DPO's against that reference; a Rollout field holding log π̂_t next to
-log π̂_{t+1} would let the loss extrapolate itself (noted for the lead).
+refresh, declared through the registry's `reference_logprobs` hook
+(`extrapolated_logprobs` below). The trainer keeps the two newest frozen
+iterates; every `--ref-refresh-every N` steps (one APO iteration) the latest
+becomes the previous and the trained policy the latest, and `ref_logprobs`
+is filled token by token with (1 + α) log π̂_{t+1} − α log π̂_t. Until the
+first refresh both iterates are the initial policy, so the reference is
+π_ref; with a frozen reference (N = 0) APO is plain DPO. Offline
+(`rlzoo.preference_data`, whose `ref_logprob_fn` is called once per batch),
+pass `lambda tokens: extrapolated_logprobs(latest(tokens), previous(tokens), α)`.
+The loss is then DPO's against that reference.
 
 α: the paper's experiments use α ∈ {0.1, …, 0.6} [inferred default 0.3;
 not verified against official code, none published]. The extrapolation
@@ -40,8 +42,6 @@ formula is the paper's Algorithm 1 (line "Nesterov's extrapolation").
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
-
 from rlzoo import ops
 from rlzoo.registry import Algorithm, register
 
@@ -57,12 +57,6 @@ class Config:
 def extrapolated_logprobs(latest, previous, alpha: float):
     """[B, T]: (1 + α) log π̂_{t+1} − α log π̂_t per token (unnormalised log π_{t+1})."""
     return (1.0 + alpha) * latest - alpha * previous
-
-
-def reference_logprob_fn(latest_fn: Callable, previous_fn: Callable, alpha: float) -> Callable:
-    """tokens -> [B, T] extrapolated reference log-probs from the two frozen
-    iterates' `tokens -> [B, T]` log-prob functions, for `ref_logprobs`."""
-    return lambda tokens: extrapolated_logprobs(latest_fn(tokens), previous_fn(tokens), alpha)
 
 
 def advantages(rollout, cfg: Config, state):
@@ -85,5 +79,6 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
+    reference_logprobs=lambda latest, previous, cfg: extrapolated_logprobs(latest, previous, cfg.alpha),
     pairwise=True,
 ))

@@ -121,8 +121,10 @@ def _cmd_train(argv: list[str], command: str) -> int:
         print(json.dumps(trainer.evaluate()))
         return 0
     cfg = cfgparse.from_namespace(algo_config, args, algo_names, dest_prefix="algo.")
-    summary = Trainer(run, cfg).train()
-    print(json.dumps(summary, indent=2))
+    trainer = Trainer(run, cfg)
+    summary = trainer.train()
+    if trainer.primary:
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -22,14 +22,19 @@ def to_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 class MetricsWriter:
     """Writes `{"step": s, **metrics}` lines to `metrics.jsonl` (appending when
-    a run resumes) and the same scalars to TensorBoard event files."""
+    a run resumes) and the same scalars to TensorBoard event files. With
+    `enabled=False` (the non-primary processes of a multi-host run) it only
+    converts the metrics and writes nothing."""
 
-    def __init__(self, run_dir: str | pathlib.Path, tensorboard: bool = True, append: bool = False):
+    def __init__(self, run_dir: str | pathlib.Path, tensorboard: bool = True, append: bool = False,
+                 enabled: bool = True):
         self.run_dir = pathlib.Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
+        self._file = self._tb = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a" if append else "w")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -37,6 +42,8 @@ class MetricsWriter:
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         values = to_floats(metrics)
+        if self._file is None:
+            return values
         self._file.write(json.dumps({"step": step, **values}) + "\n")
         self._file.flush()
         if self._tb is not None:
@@ -47,7 +54,8 @@ class MetricsWriter:
         return values
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 

@@ -61,6 +61,12 @@ class Algorithm:
     """(state, metrics, cfg) -> state, called after each optimiser step with
     the loss metrics, for methods whose state reacts to the update (dual
     variables, adaptive bounds)."""
+    reference_logprobs: Callable | None = None
+    """(latest [B, T], previous [B, T], cfg) -> [B, T]: the reference log-probs
+    as a function of the two newest frozen iterates, for methods whose
+    reference moves with the iterate sequence (APO's Nesterov extrapolation).
+    When set, the trainer keeps the previous reference iterate too (both equal
+    the initial policy until the first `--ref-refresh-every` refresh)."""
     pairwise: bool = False
     """Rows come in preference pairs (group_size = 2); the trainer builds pairs
     from larger on-policy groups for these."""

@@ -25,7 +25,8 @@ greedy).
 
 When the model's parameters are sharded over a mesh, the batch (prompts,
 KV cache, outputs) is split over its `data`/`fsdp` axes and the cache's
-heads over `tensor`.
+heads over `tensor`; in a multi-host run the outputs are then replicated
+so that every process can read the completions (`host_readable`).
 
 Prompt lengths are padded up to a bucket (powers of two from `min_bucket`)
 so a new prompt length rarely triggers a new compilation.
@@ -43,7 +44,7 @@ import numpy as np
 from flax import nnx
 
 from rlzoo.rollout import Rollout, validate
-from rlzoo.sharding import BATCH_AXES, fit_spec
+from rlzoo.sharding import BATCH_AXES, fit_spec, host_readable
 
 Array = jax.Array
 
@@ -257,10 +258,10 @@ class Sampler:
         key = (graphdef, static, mesh)
         if key not in self._functions:
             self._functions[key] = jax.jit(functools.partial(_generate, graphdef, static, mesh, self._traces))
-        out = self._functions[key](
+        out = host_readable(self._functions[key](
             state, padded, lengths, rng, jnp.float32(temperature if not greedy else 1.0),
             jnp.float32(top_p), eos, jnp.int32(pad_id),
-        )
+        ))
         batch = len(prompts) * num_samples
         rollout = Rollout(
             tokens=out["tokens"],

@@ -11,6 +11,13 @@ shard by the partition annotations the policy puts on every `nnx.Param`
 (see `rlzoo.policy.param_shardings`). All axes are `AxisType.Auto`, so
 `jax.jit` propagates shardings through ordinary array code (GSPMD) and
 algorithms never mention sharding.
+
+Multi-host (several processes, each driving its own devices: TPU pods,
+multi-node GPU): every process runs the same program on the same host data
+(the data order and sampling keys come from the seed), `jax.devices()` is
+then the global device list and the mesh spans all processes. Arrays that
+span other processes' devices cannot be read on one host, so whatever the
+host inspects (sampled tokens, rewards, metrics) passes `host_readable`.
 """
 
 from __future__ import annotations
@@ -120,3 +127,42 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
         return jax.device_put(x, NamedSharding(mesh, spec))
 
     return jax.tree.map(place, tree)
+
+
+# --------------------------------------------------------------------------
+# Multi-host
+# --------------------------------------------------------------------------
+
+def initialize_distributed(coordinator_address: str | None, num_processes: int = 1, process_id: int = 0) -> None:
+    """Join a multi-process run through `jax.distributed.initialize` (before
+    any computation). `coordinator_address` is process 0's "host:port", or
+    "auto" to let JAX detect the cluster (TPU pods, SLURM, Open MPI);
+    None means a single process and does nothing."""
+    if coordinator_address is None or jax.distributed.is_initialized():
+        return
+    if coordinator_address == "auto":
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator_address, num_processes=num_processes, process_id=process_id)
+
+
+def is_primary() -> bool:
+    """True on the process that writes run files (metrics, plots, logs)."""
+    return jax.process_index() == 0
+
+
+def host_readable(tree: Any) -> Any:
+    """`tree` with every array that spans devices of other processes made
+    fully replicated, so each host can read it whole with `np.asarray`.
+    A no-op in a single-process run (every array is addressable)."""
+
+    def gather(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+            return x
+        if isinstance(x.sharding, NamedSharding):
+            return jax.device_put(x, replicated(x.sharding.mesh))
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(x, tiled=True)
+
+    return jax.tree.map(gather, tree)

@@ -30,7 +30,7 @@ from rlzoo.policy import PRESETS, create_model, load_hf, load_smollm2, param_sha
 from rlzoo.registry import Algorithm, get_algorithm
 from rlzoo.rollout import Rollout
 from rlzoo.sampling import Sampler, response_tokens
-from rlzoo.sharding import make_mesh, shard_batch
+from rlzoo.sharding import host_readable, initialize_distributed, is_primary, make_mesh, shard_batch
 from rlzoo.tasks import Example, Task, get_task
 from rlzoo.tokenizers import ByteTokenizer, HFTokenizer
 from rlzoo.update import TrainState, algorithm_loss, make_optimizer, make_update, policy_stats_fn
@@ -112,6 +112,14 @@ class RunConfig:
     """Also write TensorBoard event files."""
     progress: bool = True
     """Show a progress bar on the console."""
+    coordinator_address: str | None = None
+    """Multi-host: process 0's host:port (every process passes the same), or
+    'auto' to detect the cluster (TPU pods, SLURM, Open MPI); unset: one process.
+    run_dir and cache_dir must then be on a file system all processes share."""
+    num_processes: int = 1
+    """Multi-host: how many processes take part."""
+    process_id: int = 0
+    """Multi-host: this process's index in [0, num_processes)."""
 
     def __post_init__(self):
         for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "epochs",
@@ -128,6 +136,10 @@ class RunConfig:
             raise ValueError("need temperature >= 0, 0 < top-p <= 1, top-k >= 0")
         if self.pair_mode not in ("best_vs_worst", "all_pairs"):
             raise ValueError(f"--pair-mode must be best_vs_worst or all_pairs, got {self.pair_mode!r}")
+        if not 0 <= self.process_id < self.num_processes:
+            raise ValueError(f"need 0 <= --process-id < --num-processes, got {self.process_id} and {self.num_processes}")
+        if self.num_processes > 1 and self.coordinator_address in (None, "auto"):
+            raise ValueError("--num-processes > 1 needs --coordinator-address host:port of process 0")
 
     @property
     def completions_per_step(self) -> int:
@@ -242,8 +254,10 @@ class Trainer:
     """One run: `Trainer(run, algo_cfg).train()` returns the summary dict."""
 
     def __init__(self, run: RunConfig, algo_cfg: Any = None, *, log: Callable[[str], None] = print):
+        initialize_distributed(run.coordinator_address, run.num_processes, run.process_id)
         self.run = run
-        self.log = log
+        self.primary = is_primary()  # the one process that writes run files and logs
+        self.log = log if self.primary else lambda message: None
         self.algo: Algorithm = get_algorithm(run.algo)
         self.cfg = algo_cfg if algo_cfg is not None else self.algo.Config()
         self.outputs = self.algo.policy_outputs(self.cfg)
@@ -268,7 +282,7 @@ class Trainer:
             rng=jax.random.key_data(jax.random.key(run.seed)),
         )
         self.state = self._on_mesh(self.state)
-        self.ref_params = jax.tree.map(jnp.copy, params)
+        self._reset_reference(params)
         self._sentence_ends = None
         self._compile()
 
@@ -332,14 +346,15 @@ class Trainer:
             self.log(f"resumed from step {start} in {self.run_dir}")
         elif run.sft_steps:
             self._warm_start()
-        (self.run_dir / "config.json").write_text(json.dumps(self._meta(start), indent=2, default=str))
-        writer = MetricsWriter(self.run_dir, tensorboard=run.tensorboard, append=start > 0)
+        if self.primary:
+            (self.run_dir / "config.json").write_text(json.dumps(self._meta(start), indent=2, default=str))
+        writer = MetricsWriter(self.run_dir, tensorboard=run.tensorboard, append=start > 0, enabled=self.primary)
         started = time.time()
         first_eval = last_eval = None
         if start == 0:
             first_eval = last_eval = writer.write(0, self.evaluate())
             self.log(f"step 0: held-out accuracy {first_eval['eval_accuracy']:.3f}")
-        progress = _Progress(run.steps, start, enabled=run.progress)
+        progress = _Progress(run.steps, start, enabled=run.progress and self.primary)
         step = start
         try:
             for step in range(start, run.steps):
@@ -362,7 +377,7 @@ class Trainer:
         if ckpt.latest_step() != run.steps:
             ckpt.save(run.steps, self._saved_state(), self._meta(run.steps))
         ckpt.close()
-        plot = plot_run(self.run_dir / "metrics.jsonl", self.run_dir / "metrics.png", f"{run.algo} on {run.task}")
+        plot = self.run_dir / "metrics.png"
         summary = {
             "algo": run.algo, "task": run.task, "model": run.model, "steps": run.steps,
             "wall_time_s": round(time.time() - started, 2),
@@ -370,7 +385,9 @@ class Trainer:
             "final_accuracy": last_eval["eval_accuracy"] if last_eval else None,
             "run_dir": str(self.run_dir), "plot": str(plot),
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.primary:
+            plot_run(self.run_dir / "metrics.jsonl", plot, f"{run.algo} on {run.task}")
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
     def step(self, step: int) -> dict[str, float]:
@@ -392,6 +409,7 @@ class Trainer:
         if getattr(self.cfg, "dynamic_sampling", False):
             rollout = ops.drop_degenerate_groups(rollout)
         adv, algo_state = self._advantages(rollout, self.state.algo_state)
+        adv = host_readable(adv)
         self.state = self.state.replace(algo_state=algo_state)
         update_metrics = []
         for epoch in range(run.epochs):
@@ -402,12 +420,14 @@ class Trainer:
                 index = rows[m * per_mb:(m + 1) * per_mb]
                 minibatch = shard_batch(rollout.select_rows(index).with_normaliser(), self.mesh)
                 self.state, metrics = self._update(self.state, minibatch, shard_batch(adv[index], self.mesh))
-                update_metrics.append(metrics)
+                update_metrics.append(host_readable(metrics))
         if self.algo.post_update is not None:
             self.state = self.state.replace(
                 algo_state=self.algo.post_update(self.state.algo_state, update_metrics[-1], self.cfg)
             )
         if run.ref_refresh_every and (step + 1) % run.ref_refresh_every == 0:
+            if self.prev_ref_params is not None:
+                self.prev_ref_params = self.ref_params
             self.ref_params = jax.tree.map(jnp.copy, self.state.params)
         t2 = time.time()
         return self._step_metrics(rollout, adv, update_metrics, sampled_tokens, t1 - t0, t2 - t1)
@@ -418,19 +438,22 @@ class Trainer:
         reference log-probs, and sampling-time values for critics."""
         mask = rollout.loss_mask
         old = self._old_stats(self.state.params, rollout.tokens)
-        ref = self._old_stats(self.ref_params, rollout.tokens)
+        ref_logprobs = self._old_stats(self.ref_params, rollout.tokens).logprobs
+        if self.prev_ref_params is not None:
+            previous = self._old_stats(self.prev_ref_params, rollout.tokens).logprobs
+            ref_logprobs = self.algo.reference_logprobs(ref_logprobs, previous, self.cfg)
         extra = {"old_values": jnp.where(mask, old.values, 0.0)} if old.values is not None else {}
         if "segment_ids" in self.algo.required(self.cfg):
             if self._sentence_ends is None:
                 self._sentence_ends = sentence_end_ids(self.tokenizer, self.model_cfg.vocab_size)
             extra["segment_ids"] = jnp.asarray(sentence_segment_ids(np.asarray(rollout.tokens), self._sentence_ends))
-        return rollout.replace(
+        return host_readable(rollout.replace(
             inference_logprobs=rollout.behaviour_logprobs,
             behaviour_logprobs=jnp.where(mask, old.logprobs, 0.0),
-            ref_logprobs=jnp.where(mask, ref.logprobs, 0.0),
+            ref_logprobs=jnp.where(mask, ref_logprobs, 0.0),
             policy_version=jnp.full((rollout.batch_size,), step, jnp.int32),
             **extra,
-        )
+        ))
 
     def _step_metrics(self, rollout, adv, update_metrics, sampled_tokens, t_sample, t_update) -> dict[str, float]:
         mask = np.asarray(ops.weighted_mask(rollout)) > 0
@@ -471,7 +494,13 @@ class Trainer:
             self.log(f"warm start: {run.sft_steps} SFT steps cached in {cache}")
         ckpt.close()
         self.state = self.state.replace(params=params, opt_state=jax.jit(self.optimizer.init)(params))
+        self._reset_reference(params)
+
+    def _reset_reference(self, params) -> None:
+        """The frozen reference (and, for moving-reference methods, the
+        previous iterate) start as a copy of `params`."""
         self.ref_params = jax.tree.map(jnp.copy, params)
+        self.prev_ref_params = self.ref_params if self.algo.reference_logprobs is not None else None
 
     def _train_sft(self):
         run = self.run
@@ -481,7 +510,7 @@ class Trainer:
         state = jax.tree.map(jnp.copy, self.state).replace(opt_state=jax.jit(optimizer.init)(self.state.params))
         rng = np.random.default_rng([run.seed, 2**31 - 1])
         length = self._sft_length()
-        progress = _Progress(run.sft_steps, 0, enabled=run.progress, label="SFT")
+        progress = _Progress(run.sft_steps, 0, enabled=run.progress and self.primary, label="SFT")
         for i in range(run.sft_steps):
             batch = shard_batch(sft_batch(self.task, self.tokenizer, self.chat, rng, run.sft_batch, length), self.mesh)
             state, metrics = update(state, batch, jnp.zeros(batch.tokens.shape, jnp.float32))
@@ -496,7 +525,10 @@ class Trainer:
         return 1 << math.ceil(math.log2(longest + 4))
 
     def _saved_state(self) -> dict[str, Any]:
-        return {"train": self.state, "ref_params": self.ref_params}
+        saved = {"train": self.state, "ref_params": self.ref_params}
+        if self.prev_ref_params is not None:
+            saved["prev_ref_params"] = self.prev_ref_params
+        return saved
 
     def _on_mesh(self, tree):
         """Replicate over the mesh every leaf that is not already laid out on it
@@ -514,6 +546,7 @@ class Trainer:
     def _restore(self, ckpt: Checkpointer) -> int:
         saved, meta = ckpt.restore(self._saved_state())
         self.state, self.ref_params = saved["train"], saved["ref_params"]
+        self.prev_ref_params = saved.get("prev_ref_params")
         return int(meta["step"])
 
     def _meta(self, step: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from rlzoo import cli
+from rlzoo.checkpoint import Checkpointer
 from rlzoo.sharding import shard_batch
 from rlzoo.tokenizers import ByteTokenizer
 from rlzoo.trainer import RunConfig, Trainer, sentence_end_ids, sentence_segment_ids
@@ -96,6 +97,33 @@ def test_smoke_training_per_family(tmp_path, algo):
     for record in metrics:
         for name, value in record.items():
             assert np.isfinite(value), f"{algo}: {name} = {value}"
+
+
+def test_moving_reference_extrapolates_the_two_newest_iterates(tmp_path):
+    """APO's reference hook: after refreshes the trainer feeds the loss
+    (1 + α) log π̂_{t+1} − α log π̂_t from the two newest frozen iterates."""
+    trainer = Trainer(run_config(tmp_path, algo="apo_accelerated", ref_refresh_every=1, steps=2))
+    first_iterate = trainer.ref_params
+    # A random policy's pairs are mostly ties (no DPO gradient): move the policy by hand.
+    trainer.state = trainer.state.replace(params=jax.tree.map(lambda x: x * 1.05, trainer.state.params))
+    trainer.step(0)
+    assert trainer.prev_ref_params is first_iterate
+    examples = trainer.task.train_examples(np.random.default_rng(0), 2)
+    rollout, completions = trainer.sample(examples, 4, jax.random.key(3))
+    rollout = trainer._with_logprobs(trainer.score(rollout, completions, examples, 4), 1)
+    latest = np.asarray(trainer._old_stats(trainer.ref_params, rollout.tokens).logprobs)
+    previous = np.asarray(trainer._old_stats(first_iterate, rollout.tokens).logprobs)
+    assert np.abs(latest - previous)[np.asarray(rollout.loss_mask)].max() > 0, "the iterates should differ"
+    alpha = trainer.cfg.alpha
+    expected = np.where(rollout.loss_mask, (1 + alpha) * latest - alpha * previous, 0.0)
+    np.testing.assert_allclose(rollout.ref_logprobs, expected, rtol=1e-5, atol=1e-6)
+    trainer.step(1)
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(2, trainer._saved_state(), {"step": 2})
+    resumed = Trainer(run_config(tmp_path / "b", algo="apo_accelerated"))
+    resumed._restore(ckpt)
+    assert_params_close(jax.tree.leaves(jax.device_get(resumed.prev_ref_params)),
+                        jax.tree.leaves(jax.device_get(trainer.prev_ref_params)), rtol=0, atol=0)
 
 
 def test_sentence_segments_start_after_sentence_ends():

@@ -65,9 +65,11 @@ def test_normaliser_of_the_extrapolated_reference_cancels(seed, alpha, log_z):
     np.testing.assert_allclose(grads.logprobs, grads2.logprobs, rtol=1e-4, atol=1e-7)
 
 
-def test_reference_function_composes_the_two_iterates():
-    latest = lambda t: -0.1 * t  # noqa: E731
-    previous = lambda t: -0.3 * t  # noqa: E731
-    fn = apo.reference_logprob_fn(latest, previous, 0.5)
-    tokens = np.arange(6.0).reshape(2, 3)
-    np.testing.assert_allclose(fn(tokens), 1.5 * latest(tokens) - 0.5 * previous(tokens))
+@given(seeds, st.floats(0.0, 1.0))
+def test_registry_hook_is_the_extrapolation(seed, alpha):
+    """The trainer's reference hook: (1 + α) latest − α previous, and the latest itself when they agree."""
+    rng = np.random.default_rng(seed)
+    latest, previous = rng.normal(size=(2, B, T)).astype(np.float32)
+    cfg = APO.Config(alpha=alpha)
+    np.testing.assert_allclose(APO.reference_logprobs(latest, previous, cfg), (1 + alpha) * latest - alpha * previous, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(APO.reference_logprobs(latest, latest, cfg), latest, rtol=1e-5, atol=1e-6)
