@@ -16,10 +16,11 @@ stops its gradient, so every token keeps a REINFORCE gradient:
 so ∇J = 1/Σ|o| Σ r̂ Â ∇log π: the unclipped off-policy policy gradient with
 its weights truncated, never zeroed. Token-mean aggregation and no KL term.
 
-The paper sets no lower bound ("ε_low^IS set to a large value") and tunes
+The paper sets no lower bound (ε_low^IS "set to a large value") and tunes
 only ε_high^IS, whose value it does not report. The default ε_high^IS = 4
-(weights capped at 5) is the ScaleRL value recommended in TRL's
-`epsilon_high` help for `loss_type="cispo"` [inferred: not from the M1 paper].
+(weights capped at 5) is ScaleRL's ε_max = 5 (Khatri et al. 2025,
+arXiv:2510.13786), the value TRL recommends for `loss_type="cispo"`
+[inferred for the M1 paper: no value there].
 
 Closest relative: off-policy REINFORCE with a group baseline. On-policy
 (r = 1, inside the bounds) the gradient is REINFORCE's with token-mean
@@ -33,7 +34,13 @@ verl `loss_mode=cispo` (`clip_ratio_low/high` as 1 ∓ ε, aggregation from
 
 Verified against: the paper's eq. 4–5 and verl
 `verl/trainer/ppo/core_algos.py::compute_policy_loss_cispo`; TRL
-`trl/trainer/grpo_trainer.py::_compute_loss` (loss_type "cispo").
+`trl/trainer/grpo_trainer.py::_compute_loss` (loss_type "cispo"). The
+default: huggingface/trl `trl/trainer/grpo_config.py`, help of
+`epsilon_high` (with loss_type "cispo" it is ScaleRL's ε_max, an absolute
+cap on r, recommended 5.0, i.e. ε_high^IS = 4 here); the M1 paper's remark
+that only ε_high^IS was tuned, with no lower bound, as quoted in
+kekmodel/slime `PR_DESCRIPTION.md`. The M1 value itself is not findable
+(searched the arXiv page, paper summaries and CISPO implementations).
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ class Config:
     eps_low_is: float | None = None
     """ε_low^IS: the weight is clipped below at 1 − ε_low^IS (None: no lower bound, as in the paper)."""
     eps_high_is: float = 4.0
-    """ε_high^IS: the weight is clipped above at 1 + ε_high^IS [inferred default, see the docstring]."""
+    """ε_high^IS: the weight is clipped above at 1 + ε_high^IS (ScaleRL/TRL value; [inferred] for M1)."""
     aggregation: ops.Aggregation = "token-mean"
     """1/Σ_i|o_i| Σ_i Σ_t over the batch."""
     beta: float = 0.0

@@ -35,10 +35,18 @@ opposite signs and clipping is active (tested against a direct computation).
 Answers: the Rollout has no field for extracted final answers. With
 `answer_component=c` the answer identity is read from
 `reward_components[:, c]` (equal values = same answer); by default the
-reward itself is the key [inferred fallback], so for binary rewards H_g is
-the entropy of the correct/incorrect split, which is 0 exactly when the
-group is all right or all wrong. A dedicated `answer_ids [B]` field would
-remove the need for this.
+reward itself is the key [inferred fallback: neither the paper nor the
+official code has one, since the official reward function always returns
+the extracted answer], so for binary rewards H_g is the entropy of the
+correct/incorrect split, which is 0 exactly when the group is all right or
+all wrong. That split is the coarsest answer partition (distinct wrong
+answers only raise H), so the fallback is COPO's most global-leaning case:
+H_g ≤ 1 bit, hence w ≤ σ(k(1 − b)) = 0.5 at the released k = 5, b = 1, and
+w ≈ 0.09 for 1 correct of 8 (tested). A dedicated `answer_ids [B]` field,
+or an answer component emitted by the task, gives the official behaviour.
+The reward-0 rule reads "reward ≠ 0" as "correct", as the official 0/1
+accuracy reward does; with shaped rewards (e.g. a format bonus) a wrong but
+well-formed row is not 0 and keeps its local term.
 
 Invariants: w ∈ [0, 1], increasing in H_g; all-equal group: A^loc = 0 but
 the global part is non-zero (unless every group has the same mean reward),
@@ -53,9 +61,15 @@ official verl fork (`compute_grpo_outcome_advantage_with_global`,
 `compute_policy_loss_with_global`).
 
 Verified against: `hijih/copo-code` `verl/trainer/ppo/core_algos.py`
-(`compute_score_global`, `compute_grpo_outcome_advantage_with_global`,
-`compute_policy_loss_with_global`), `verl/workers/actor/dp_actor.py` and
-`verl/run_copo.sh`.
+(`compute_score_global`: R^glb = mean reward, × (1 − λ_K H) only with
+`reward_coef_flg`, H in bits over the extracted answers;
+`compute_grpo_outcome_advantage_with_global`: local z-score and global
+z-score over the batch's groups, both torch.std (ddof 1) + 1e-6;
+`compute_policy_loss_with_global`, "soft-with-zero": local weight
+σ(k(H − b))·1[r ≠ 0], dual clip c = 3), `verl/workers/actor/dp_actor.py`,
+`verl/utils/reward_score/multi-reward.py` (0/1 accuracy reward plus the
+extracted answer) and `verl/run_copo.sh` (k = 5, b = 1, ε = 0.2,
+seq-mean-token-mean, no KL, no entropy bonus, `reward_coef_flg=false`).
 """
 
 from __future__ import annotations

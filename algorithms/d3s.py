@@ -27,6 +27,13 @@ row or token gets Â = 0, so it contributes no policy-gradient term while
 the aggregation normaliser stays that of the full batch (a KL term, when
 β > 0, still covers every trained token). The keep ratios and the schedule
 length are not in the abstract: 0.5 → 1.0 over 100 batches here.
+Searched and not found: the method section (arxiv.org/html/2509.22115v1,
+the ICLR 2026 listing on mlanthology.org, and the summaries on arxivlens,
+newx.sg, summarxiv and deeppaper expose only the abstract) and the code
+(supplementary material only; no public repository in the code index).
+arxivlens's generated summary mentions intra-group (D³S-I) and cross-group
+sample-selection variants; which one is the paper's default, the subset
+search, the ratios and the schedule shape are not stated in any source found.
 
 Because selection happens in `advantages` (once per batch, outside the
 gradient), splitting the batch into microbatches afterwards changes
@@ -39,8 +46,11 @@ size; exactly ⌈ρ_t N⌉ tokens survive the token level (bar exact ties).
 
 Equivalents: none in verl/TRL.
 
-Verified against: the paper's abstract (arXiv:2509.22115) and the catalogue
-entry (ALGORITHMS.md #2) only.
+Verified against: the paper's abstract only (arXiv:2509.22115, ICLR 2026:
+sample level keeps the rollout subset maximising Var(A); token level keeps
+the tokens with the largest |A_{i,t}|·H_{i,t}; a schedule from aggressive to
+relaxed down-sampling) and the catalogue entry (ALGORITHMS.md #2); the
+selection rules above remain [inferred].
 
 Cost: about 2.2-2.4x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json):
 the maximum-variance subset search sorts each group and the token selection

@@ -22,12 +22,20 @@ both ratios are 1 and the gradient is REINFORCE's.
 Closest relatives: GRPO (w = 1), GSPO (w = 0). No TRL / verl equivalent
 (code "upon acceptance").
 
-Verified against: the paper's abstract (arXiv HTML v1): one clipped
-surrogate, averaged and entropy-guided mixing, separate trust regions per
-branch before mixing. [inferred] The exact mixing inside the min (above),
-the entropy-guided weight (sampling-time entropy, `Rollout.sample_entropy`)
-and the defaults (GRPO's ε = 0.2 for the token branch, GSPO's 3e-4 / 4e-4
-for the sequence branch, w = ½).
+Verified against: the abstract (arxiv.org/html/2601.05607v1; ACL Findings
+2026 page aclanthology.org/2026.findings-acl.1883): one clipped surrogate,
+averaged and entropy-guided mixing, separate trust regions per branch
+*before* mixing. A reading note on the full paper (repository
+Memory4ever/AI-System-Design, paper triage table) confirms the order: each
+ratio is clipped in its own range and then mixed, with a stop-gradient
+entropy weight (ours reads sampling-time entropy, which carries no gradient).
+[inferred] Still not confirmed: the exact mixing inside the min (above: the
+mixed raw ratio against the mixed clipped ratio), the form of the entropy
+weight H_t / (H_t + H̄_i), and the defaults (GRPO's ε = 0.2 for the token
+branch, GSPO's 3e-4 / 4e-4 for the sequence branch, w = ½). Searched: the
+arXiv HTML, OpenReview, arxivlens and emergentmind pages expose only the
+abstract; the code is "upon acceptance" and no re-implementation was found
+in the code index.
 """
 
 from __future__ import annotations

@@ -22,13 +22,20 @@ REINFORCE with GRPO's advantages.
 Closest relative: CISPO (one pair of bounds for every token). verl:
 `loss_mode=cispo` with sign-dependent bounds (no upstream mode).
 
-Verified against: the paper's abstract and introduction (arXiv HTML v1).
-[inferred] "correct" is read as Â_t > 0 (for 0/1 rewards with GRPO
-advantages these are exactly the correct responses; a zero advantage adds
-nothing either way), and the four default bounds are not from the paper:
-correct (ε_up, ε_down) = (0.28, 0.2) as DAPO's clip-higher, incorrect
-(ε_up, ε_down) = (4.0, 1.0), i.e. CISPO-like loose truncation (weights in
-[0, 5]) so the incorrect-response regimes are never tight.
+Verified against: the paper's abstract and introduction (arXiv HTML v1,
+https://arxiv.org/html/2602.00983v1; OpenReview ntslllFNE7): a REINFORCE-style
+(CISPO) loss whose IS weight has separate up/down clip bounds for the tokens
+of correct and of incorrect responses, four bounds in all.
+[inferred] Two items could not be checked: (1) "correct" is read as Â_t > 0
+(for 0/1 rewards with GRPO advantages these are exactly the correct rows of
+mixed groups; a zero advantage adds nothing either way); (2) the four default
+bounds, which are not from the paper: correct (ε_up, ε_down) = (0.28, 0.2) as
+DAPO's clip-higher, incorrect (ε_up, ε_down) = (4.0, 1.0), i.e. CISPO-like
+loose truncation (weights in [0, 5]) so the incorrect-response regimes are
+never tight. Searched: the arXiv HTML/abstract pages, OpenReview, Hugging
+Face papers and paper-summary sites (only the abstract and introduction are
+stored), and GitHub code for a DISPO implementation (none found); the
+method section, the correctness test and the tuned bounds were not reachable.
 """
 
 from __future__ import annotations

@@ -26,23 +26,37 @@ label p = σ(r_t(y) − r_t(y')) and the cross entropy
     ℓ = −p log σ(z_θ(y, y')) − (1 − p) log σ(−z_θ(y, y')),
 
 reading r_t from `Rollout.rewards` (the trainer puts the oracle's estimated
-win rates there). β = 1/η. π_t is the policy that sampled the batch, so its
-log-probs are `Rollout.behaviour_logprobs`; a teacher's response mixed in
-(DNO-Prct's student-vs-teacher pairs) needs π_t's log-probs of it in that
-field too. With a group of K > 2 rows every pair of the group is used.
+win rates there). β plays the role of η: the soft-label loss is minimised at
+z_θ(y, y') = r_t(y) − r_t(y'), i.e. log π_θ/π_t = r_t/β + c(x), which
+is the step π_{t+1} ∝ π_t exp(r_t/η) with η = β. π_t is the policy that
+sampled the batch, so its log-probs are `Rollout.behaviour_logprobs`; a
+teacher's response mixed in (DNO-Prct's student-vs-teacher pairs) needs π_t's
+log-probs of it in that field too. With a group of K > 2 rows every pair of
+the group is used.
 
 Closest relative: iterative / online DPO. DNO-Prct with min_margin = 0 is
 DPO with π_ref replaced by π_t (the tests check this against `dpo`); the
 moving reference is what turns repeated DPO into Nash self-improvement.
 
 Equivalents: TRL `DPOTrainer` with `ref_model` = the previous iterate
-(`sync_ref_model`), loss_type="sigmoid". Verification: the paper's full
-text and code were not reachable; its abstract and published summaries
-confirm the practical recipe (batched on-policy sampling, a contrastive
-DPO-form loss against the current iterate, large-margin pair filtering,
-r_t = expected win rate against π_t). The soft-label form of Algorithm 1 is
-[inferred] (recalled from the paper, not re-read), as are the defaults
-β = 0.1 (the DPO default) and min_margin = 0.
+(`sync_ref_model`), loss_type="sigmoid".
+
+Verified against: section 4 of the paper ("Practical Algorithm – Iterative
+Contrastive Self-Improvement"), republished at
+https://hackernoon.com/how-contrastive-learning-helps-ai-self-improve: the
+conceptual DNO needs expectations of P under π_t, but "all we need is a
+properly implemented iterative DPO-like contrastive learning algorithm";
+DNO-Prct (Algorithm 2) is batched on-policy, uses r_t only implicitly
+through on-policy sampling, data filtering and pair construction, and so
+looks like "simply performing DPO iteratively"; the abstract and
+paperium.net's appraisal add the recipe (sample K responses, rank by win
+rate, keep large-margin pairs) and r_t = expected win rate against π_t.
+[inferred] The soft-label form of Algorithm 1 (label σ(r_t(y) − r_t(y'))
+with logits z_θ(y, y')), recalled from the paper; the default β = 0.1
+(the DPO default); min_margin = 0 (the paper filters by a margin whose value
+was not reachable). Algorithm 1's equation, the experimental hyperparameters
+and the margin were searched for (arXiv HTML, ar5iv, hackernoon's per-section
+republication, whose equations are images, summaries and GitHub) and not found.
 """
 
 from __future__ import annotations
@@ -59,7 +73,7 @@ from rlzoo.registry import Algorithm, register
 @dataclasses.dataclass(frozen=True)
 class Config:
     beta: float = 0.1
-    """β = 1/η: inverse temperature of the log-ratio to π_t [inferred default]."""
+    """β (the paper's η): scale of the log-ratio to π_t in the logits [inferred default]."""
     soft_labels: bool = False
     """False: DNO-Prct (hard labels from reward order); True: DNO's soft labels σ(r_i − r_j)."""
     min_margin: float = 0.0

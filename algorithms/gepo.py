@@ -33,6 +33,10 @@ substitution r_φ = β log π_θ/π_ref + β log Z into the constraint of eq. 6
 [inferred: the equations are not in the extracted text]. OORL adds this loss
 with weight 0.01 to an on-policy RL loss; that mixing is the trainer's job.
 Verified against the paper text (arXiv:2505.12723v1, section 3.2).
+Both [inferred] items stay open: the equations of section 3.2 and a β value
+were searched for again (arXiv HTML v1, NeurIPS 2025 listings, paper
+summaries, GitHub code search for an OORL / GEPO implementation) and only the
+abstract came back; no official code was found.
 """
 
 from __future__ import annotations

@@ -8,14 +8,16 @@ reference model, no KL) with a group-mean baseline and a batch-level
 correction of the gradient scale:
 
     Â_i  = α (R_i − mean_g R) / F_norm
-    α    = B / (B − M)          (accurate gradient estimation, AGE)
+    α    = min(B / (B − M), α_max)   (accurate gradient estimation, AGE; α_max = 20)
     J(θ) = 1/Σ_i|o_i| Σ_i Σ_t Â_i log π_θ(o_{i,t} | q, o_{i,<t})
 
 B is the number of responses in the batch and M the number of "invalid"
 ones, whose group has all-equal rewards and so zero advantage: they add
 nothing to the gradient but still count in the 1/Σ|o| average, and α
-restores the scale of the valid ones. F_norm = 1 in the paper's main setting
-(F_norm = std_g R is an ablation, `std_normalise`). The paper's threshold
+restores the scale of the valid ones. The official code divides the loss
+by max((B − M)/B, 0.05), so α never exceeds 20 when almost every group is
+all-equal. F_norm = 1 in the paper's main setting (F_norm = std_g R + 10⁻⁴ is
+an ablation, `std_normalise`). The paper's threshold
 β_th (re-sample when the valid fraction falls below it) is a sampling-loop
 control, not part of the loss.
 
@@ -35,9 +37,14 @@ Equivalents: verl `adv_estimator=gpg`, `loss_mode=gpg` (loss −Â log π with
 `loss_agg_mode`, default token-mean). No TRL equivalent.
 
 Verified against: the paper's AGE definition (README of AMAP-ML/GPG:
-"F_norm = 1, α = B/(B−M)") and verl `verl/trainer/ppo/core_algos.py`
-(`compute_gpg_outcome_advantage`, `compute_policy_loss_gpg`). The token-mean
-aggregation follows verl's default [inferred for the paper].
+"F_norm = 1, α = B/(B−M)"); the authors' trainer, undyingjoker/GPG_OPENRS
+`open-r1/src/open_r1/gpg_trainer.py` (a GPG author's copy of the official
+open-r1 code): `compute_loss` takes −Â log π per token and averages it over
+all completion tokens of the (per-device) batch (token-mean, no ratio); with
+`adjust_gd` divides by max(1 − M/B, 0.05) (the α cap above); the advantage is
+R − mean_g R, divided by (std_g R + 10⁻⁴) only when `scale_rewards` is set;
+and verl `verl/trainer/ppo/core_algos.py` (`compute_gpg_outcome_advantage`,
+`compute_policy_loss_gpg`).
 """
 
 from __future__ import annotations
@@ -53,11 +60,13 @@ from rlzoo.registry import Algorithm, register, regulariser_needs
 @dataclasses.dataclass(frozen=True)
 class Config:
     accurate_gradient: bool = True
-    """AGE: scale advantages by α = B / (B − M) (False: α = 1)."""
+    """AGE: scale advantages by α = min(B / (B − M), max_alpha) (False: α = 1)."""
+    max_alpha: float = 20.0
+    """α_max: the official loss is divided by max((B − M)/B, 0.05), i.e. α ≤ 20."""
     std_normalise: bool = False
     """F_norm = group std of the rewards (+ std_eps) instead of 1."""
-    std_eps: float = 1e-6
-    """ε added to the group std when std_normalise."""
+    std_eps: float = 1e-4
+    """ε added to the group std when std_normalise (official code: 1e-4)."""
     aggregation: ops.Aggregation = "token-mean"
     """1/Σ_i|o_i| Σ_i Σ_t over the batch."""
     kl_coef: float = 0.0
@@ -78,7 +87,8 @@ def advantages(rollout, cfg: Config, state):
         weight = rollout.sample_weight.astype(jnp.float32)
         total = jnp.sum(weight)
         valid = jnp.sum(jnp.where(ops.degenerate_groups(rollout.rewards, k), 0.0, weight))
-        alpha = jnp.where(valid > 0, total / jnp.where(valid > 0, valid, 1.0), 1.0)
+        # With no valid row every advantage is 0, so α is irrelevant there.
+        alpha = jnp.where(valid > 0, jnp.minimum(total / jnp.where(valid > 0, valid, 1.0), cfg.max_alpha), 1.0)
         adv = alpha * adv
     return ops.broadcast_to_tokens(adv, rollout), state
 

@@ -20,12 +20,21 @@ along the response; on-policy (all ρ = 1) m ≡ 1 and the loss is GRPO's.
 Closest relative: GRPO / DAPO (token ratio, no prefix factor) and CTPO
 (cumulative prefix product). No TRL / verl equivalent.
 
-Verified against: the paper's abstract and introduction (arXiv HTML v1) and
-emergentmind's summary ("down-weighting the gradient when any single-step
-ratio in the prefix is small"). [inferred] The exact combination is not
-available to us: the stop-gradient prefix weight multiplying PPO's clipped
-token surrogate, the cap at 1 (`prefix_cap`) and the defaults (ε = 0.2,
-token-mean aggregation, GRPO advantages) are the most standard reading.
+Verified against: the abstract (arXiv HTML v1, arxiv.org/html/2601.22718v1):
+the rigorous correction of token t is the prefix ratio, and MinPRO replaces
+it by a non-cumulative surrogate, the minimum token ratio of the *preceding*
+prefix (hence s < t, exclusive). emergentmind's topic page
+(api.emergentmind.com/topics/minimum-prefix-ratio-minpro) writes the prefix
+ratio as Π_t = Π_{i≤t} ρ_i and MinPRO as a "minimum-based product" that
+down-weights a token's gradient when any single-step ratio in its prefix is
+small, which matches m_t multiplying the token term. [inferred] Still not
+confirmed: the exact combination (sg(m_t) times PPO's clipped token
+surrogate), the cap at 1 (`prefix_cap`) and the defaults (ε = 0.2,
+token-mean aggregation, GRPO advantages). Searched: the arXiv HTML and the
+paper-summary pages (emergentmind, koineu, alphaxiv-style summaries,
+huggingface papers) only expose the abstract and introduction, and no
+official or third-party code ("MinPRO", "minimum prefix ratio",
+"policy_loss_minpro", cummin-based verl/TRL losses) was found.
 """
 
 from __future__ import annotations

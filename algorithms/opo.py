@@ -17,8 +17,8 @@ response length L_i, the group estimate is the length-weighted mean reward:
 Here L_i = Σ_t loss_mask[i, t] (trained tokens); a group with no trained
 token falls back to the plain mean. Aggregation: token-mean, which differs
 from the per-response token sum (seq-mean-token-sum, the g_i above) only by
-a batch constant, so the optimal-baseline derivation holds for both
-[inferred: verl's default loss_agg_mode].
+a batch constant, so the optimal-baseline derivation holds for both; the
+official code (verl v0.2.0) averages over tokens.
 
 Closest relative: REINFORCE with the group-mean baseline (`reinforce`);
 with equal response lengths in a group, b is the group mean and OPO is
@@ -27,8 +27,15 @@ exactly that.
 Equivalents: verl `adv_estimator=opo` (run strictly on-policy). No TRL
 equivalent.
 
-Verified against: verl `verl/trainer/ppo/core_algos.py::compute_opo_outcome_advantage`
-(baseline (len · score).sum() / len.sum() per group, len = response-mask sum).
+Verified against: the authors' code, microsoft/LMOps `opo/README.md` (built
+on verl v0.2.0; exact on-policy = train_batch_size equal to
+ppo_mini_batch_size, KL and entropy coefficients 0) and
+`opo/verl/trainer/ppo/core_algos.py::compute_opo_outcome_advantage`
+(value_baseline "optimal": b = Σ_j L_j R_j / Σ_j L_j per group with
+L = response-mask sum, Â = R − b, no std division); the loss of verl v0.2.0,
+`compute_policy_loss`, is `masked_mean` of the per-token loss over the
+response mask, i.e. token-mean; upstream verl
+`compute_opo_outcome_advantage` is the same baseline.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from rlzoo.registry import Algorithm, register, regulariser_needs
 @dataclasses.dataclass(frozen=True)
 class Config:
     aggregation: ops.Aggregation = "token-mean"
-    """Token-mean over the batch [inferred; seq-mean-token-sum differs by a constant]."""
+    """Token-mean over the batch (verl v0.2.0's masked_mean, as in the official code)."""
     kl_coef: float = 0.0
     """KL-to-reference weight (OPO uses none)."""
     kl_estimator: ops.KLEstimator = "k3"

@@ -33,12 +33,25 @@ Closest relatives: PPO / GSPO with a sequence-level ratio (P3O replaces the
 critic by the partner), RLOO (its on-policy limit), REBEL (regresses the
 pair's log-ratio onto the reward gap instead of clipping a surrogate).
 
-Equivalents: none in TRL or verl. Verification: the pairwise policy gradient
-and the invariance follow the paper's abstract and the catalogue entry
-(ALGORITHMS.md #102); the paper's full text and code were not reachable, so
-the exact form of the two clipped objectives (in particular whether the
-separate form also weights each term by the partner's detached ratio) and
-the defaults ε = 0.2, β_KL = 0.05 are [inferred].
+Equivalents: none in TRL or verl.
+
+Verified against: the BAIR blog post on the paper
+(http://bair.berkeley.edu/blog/2023/10/16/p3o/) and a digest of the paper in
+a public GitHub knowledge base (its section 4 and Algorithm 1): the pairwise
+policy gradient E_{y₁,y₂}[(r(y₁) − r(y₂)) ∇(log π_θ(y₁) − log π_θ(y₂))/2]
+(the ½ and the reward difference as above); reward equivalence r ~ r + δ(x)
+(Definition 1); Algorithm 1 samples two responses per prompt from π_θk and
+uses the trajectory reward r̂ − β KL(π_θk(y|x) ‖ π_SFT(y|x)), i.e. the KL
+penalty folded into the sequence reward at the sampling policy as here; the
+off-policy epochs use importance ratios from a replay buffer of π_old with
+clipping, in two variants, V1 clipping the two responses separately and V2
+clipping them jointly.
+[inferred] The exact clipped surrogates of section 4.2 (in particular
+whether the separate form also weights each term by the partner's detached
+ratio, and whether the joint ratio is ρ(y₁)/ρ(y₂) as here) and the defaults
+ε = 0.2 and β_KL = 0.05: section 4.2 and the hyperparameter tables were
+searched for (arXiv HTML, ar5iv, the BAIR post, paper summaries and
+GitHub) and not found; no official code was found.
 """
 
 from __future__ import annotations

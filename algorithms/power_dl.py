@@ -33,12 +33,21 @@ into the advantage (sign · l on each row's tokens) for the loss, and writes
 l_{t+1} from σ(z) under `behaviour_logprobs` (the policy at the start of the
 step) — once per minibatch, so accumulation stays exact.
 
+Verified against: only the paper's abstract (arXiv:2412.09544 and
+sciencestack.ai's TL;DR) and the summary at https://papers.lunadong.com/paper/15795,
+which agree with the design above in words: POWER combines Guiaşu's weighted
+entropy with robust reward maximisation to emphasise well-covered responses
+(against type-I hacking); dynamic labels move the
+preference labels toward "stationary labels", shrinking the gradients of
+pairs the model keeps contradicting (against type-II hacking).
 [inferred] The exact POWER objective (the weighted-entropy weights, any
 length-dependent offset and the form of the robust term), the label-update
-rule and all defaults (β = 2, η = 1, γ = 0.1) are reconstructed from the
-abstract and the method description; the paper's equations and code were
-not available to verify them. Treat this file as a faithful-in-spirit
-implementation to be checked against the paper before reporting results.
+rule and all defaults (β = 2, η = 1, γ = 0.1). The method sections (4–5),
+the hyperparameter table and any code were searched for (arXiv HTML and
+ar5iv, of which only the opening was reachable, paper summaries, and
+GitHub code and file search for a POWER-DL implementation or notes) and not
+found. Treat this file as a faithful-in-spirit implementation to be checked
+against the paper before reporting results.
 """
 
 from __future__ import annotations

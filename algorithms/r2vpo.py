@@ -23,8 +23,17 @@ the loss reports as `metrics["ratio_var"]`.
 variance with token-mean weights, centring at the batch mean (`center`
 "batch"; "one" uses the known population mean E_{π_old}[ρ] = 1, i.e.
 Σ_t w_t (ρ_t − 1)², a χ² trust region), token-mean aggregation, and the
-defaults δ = 0.01, η_λ = 1, λ_0 = 1. The paper's rule for re-weighting stale
-replay samples is not in the abstract and is not implemented.
+defaults δ = 0.01, η_λ = 1, λ_0 = 1. Searched and not found: the method
+section of either arXiv version (only the abstracts and title pages of
+arxiv.org/html/2601.03320v1 and /2605.26784 are reachable, plus summaries
+on emergentmind, tomesphere, newx.sg, yuv.ai), and any official code (none
+is announced; a search of public GitHub code for "R2VPO" finds only
+third-party toy re-implementations, which use a fixed-λ penalty λ (ρ − 1)²
+and are not evidence of the paper's rule).
+Not implemented: the paper's re-weighting of stale replay samples. The
+abstracts say only that stale data are "dynamically reweighted rather than
+discarded" by the variance constraint; no rule in terms of the policy
+version (`Rollout.policy_version`) is given in any source found.
 
 Microbatch accumulation (exempt with center "batch"). Σ w ρ² and Σ w ρ are
 whole-minibatch sums, but Var = Σ w ρ² − (Σ w ρ)² squares one of them, and
@@ -38,8 +47,11 @@ the dual step raises λ iff Var > δ.
 
 Equivalents: none in verl/TRL.
 
-Verified against: the paper's abstract only (both versions); the loss and
-dual update follow the catalogue entry (ALGORITHMS.md #110) [inferred].
+Verified against: the two abstracts only (arXiv:2601.03320: a variance
+(second central moment) constraint on the policy ratio, solved primal–dual,
+replacing hard clipping; arXiv:2605.26784: the same as a "soft brake" that
+down-weights stale data); the Lagrangian and the projected dual step above
+follow the catalogue entry (ALGORITHMS.md #110) and remain [inferred].
 """
 
 from __future__ import annotations

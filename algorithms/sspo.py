@@ -28,12 +28,19 @@ ratio is 1 and the gradient is REINFORCE's.
 Closest relatives: GSPO / GSPO-token (one segment per response) and GRPO.
 No TRL / verl equivalent.
 
-Verified against: the paper's abstract (arXiv HTML v1 / v2). [inferred] The
-entropy-adaptive bounds (the form of g_k, α = 1, κ = 2, sampling-time
-entropy rather than the current policy's), the GSPO-token gradient form and
-ε = 0.2 on both sides (the paper reports GSPO's clip fraction is near zero,
-which matches verl's default ε = 0.2, not GSPO's 3e-4) are the most standard
-reading, not confirmed against the paper's equations or code.
+Verified against: the abstract of v1 and v2 (arxiv.org/html/2511.04256v1,
+arxiv.org/abs/2511.04256v2): the importance ratio is computed per
+subsentence, between GRPO's token ratio and GSPO's response ratio, and the
+PPO-CLIP bounds are adapted by subsentence entropy, wider for high-entropy
+and narrower for low-entropy tokens; v2 adds that GSPO's clip fraction is
+near zero in their runs. [inferred] Still not confirmed: the entropy-adaptive
+bounds (the form of g_k, α = 1, κ = 2, sampling-time entropy rather than the
+current policy's), the GSPO-token gradient form and ε = 0.2 on both sides
+(chosen because a near-zero GSPO clip fraction matches verl's ε = 0.2, not
+GSPO's 3e-4). Searched: the arXiv HTML pages, pith.science, lowest.today,
+arxivlens and news summaries expose only the abstract; no official code
+exists ("No official code found" in reading lists) and no re-implementation
+was found in the code index.
 """
 
 from __future__ import annotations

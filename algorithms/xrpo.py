@@ -31,8 +31,17 @@ responses") fixes the ingredients; the formula above is the one given in
 third-party re-implementations (e.g. `Wodlfvllf/grpo-composer`,
 `novelty_sharpening.py`), restricted to A_i > 0 as the paper's wording and
 the catalogue invariant require, and the defaults λ = κ = 1 are from there,
-not from the paper. The official code was not available to verify against.
-The loss settings (ε = 0.2, no KL, token mean) are verl's defaults [inferred].
+not from the paper. That file (grpo_composer/core/advantages/
+novelty_sharpening.py) itself differs in two details: it caps the bonus at
+κ|A_i| and adds it to every row (negative advantages too), and it leaves to
+the caller which policy's log-probs feed s_i. The loss settings (ε = 0.2, no KL,
+token mean) are verl's defaults [inferred].
+Searched and not found: the method section (arxiv.org/html/2510.06672 v1
+and v3 and the summaries on themoonlight.io, chatpaper, arxivlens and
+scholarfeed expose the abstract and, at most, the allocator's confidence
+interval h_q(n_q) = t_{1−α/2, n_q−1} s_q/√n_q, not the sharpening rule or
+its λ, κ) and the official code (github.com/UIUC-MLSys/XRPO, announced in
+the v3 abstract, is not in the code index).
 
 Invariants: λ = 0 or κ = 0 gives GRPO exactly (tested, loss and gradient);
 the sign of every advantage is kept; the bonus is monotone non-decreasing in
@@ -40,6 +49,10 @@ novelty; all-equal groups stay at 0. Sharpening breaks zero mean per group
 (it only adds to positive advantages).
 
 Closest relative: GRPO. Equivalents: none in TRL or verl.
+
+Verified against: the abstract only (arXiv:2510.06672 v1/v3: a group-relative
+sharpening that uses sequence likelihoods to amplify low-probability yet
+correct responses); the formula and λ, κ remain [inferred].
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -13,8 +14,7 @@ RLOO = get_algorithm("rloo")
 B, T = 8, 10
 value_and_grad = jax.jit(loss_and_grad, static_argnums=(0, 1))
 seeds = st.integers(0, 2**16)
-betas = st.sampled_from([0.0, 0.1, 1.0])
-positive_betas = st.sampled_from([0.05, 0.1, 1.0])
+betas = st.sampled_from([0.05, 0.1, 1.0])
 
 
 def _first_token(rollout):
@@ -37,19 +37,20 @@ def test_prompt_dependent_reward_shift_changes_nothing(seed, beta, shifts):
 
 @given(seeds, betas)
 def test_gradient_is_the_contrastive_policy_gradient(seed, beta):
-    """−∇ℓ = ½ (R^π_β(y) − R^π_β(y')) (∇log π(y) − ∇log π(y')) per pair, averaged
-    over the P = B/2 pairs: every trained token of y gets −(R^π_β(y) − R^π_β(y'))/(2P)."""
+    """ℓ = (R^π_β(y) − R^π_β(y'))², so −∇ℓ = 2β (R^π_β(y) − R^π_β(y')) (∇log π(y) − ∇log π(y'))
+    = 4β ĝ per pair, averaged over the P = B/2 pairs: every trained token of y
+    gets −2β (R^π_β(y) − R^π_β(y'))/P."""
     rollout, stats = random_batch(seed, B, T, 2)
     _, _, grads = value_and_grad(COPG, COPG.Config(beta=beta), stats, rollout)
     mask = np.asarray(rollout.loss_mask)
     h = np.where(mask, np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.ref_logprobs), 0.0).sum(1)
     regularised = np.asarray(rollout.rewards, np.float64) - beta * h
     partner = regularised.reshape(-1, 2)[:, ::-1].reshape(-1)
-    expected = np.where(mask, -(regularised - partner)[:, None] / (2 * (B / 2)), 0.0)
+    expected = np.where(mask, -2 * beta * (regularised - partner)[:, None] / (B / 2), 0.0)
     np.testing.assert_allclose(grads.logprobs, expected, rtol=1e-4, atol=1e-6)
 
 
-@given(seeds, positive_betas, st.lists(st.floats(-3, 3), min_size=B // 2, max_size=B // 2))
+@given(seeds, betas, st.lists(st.floats(-3, 3), min_size=B // 2, max_size=B // 2))
 def test_fixed_point_is_the_regularised_optimum(seed, beta, offsets):
     """β (h(y) − h(y')) = R(y) − R(y'), i.e. π ∝ π_ref exp(R/β): loss and gradient vanish."""
     rollout, stats = random_batch(seed, B, T, 2)
@@ -70,10 +71,10 @@ def _ipo_closed_form(logprobs, rollout, tau):
     return jnp.mean((margin - 1.0 / (2.0 * tau)) ** 2)
 
 
-@given(seeds, positive_betas, st.floats(-5, 5))
+@given(seeds, betas, st.floats(-5, 5))
 def test_preference_rewards_reduce_to_ipo(seed, beta, base):
     """Rewards base + ½ for the preferred and base for the other response: the
-    CoPG loss is β/4 times IPO's with τ = β (loss and gradient)."""
+    CoPG loss (½ − βΔh)² is β² times IPO's (Δh − 1/(2τ))² with τ = β (loss and gradient)."""
     rollout, stats = random_batch(seed, B, T, 2)
     winners = np.random.default_rng(seed).integers(0, 2, B // 2)
     rewards = np.full(B, base, np.float32)
@@ -81,15 +82,32 @@ def test_preference_rewards_reduce_to_ipo(seed, beta, base):
     rollout = rollout.replace(rewards=jnp.asarray(rewards))
     loss, _, grads = value_and_grad(COPG, COPG.Config(beta=beta), stats, rollout)
     ipo, ipo_grad = jax.value_and_grad(_ipo_closed_form)(stats.logprobs, rollout, beta)
-    np.testing.assert_allclose(loss, beta / 4 * ipo, rtol=1e-4)
-    np.testing.assert_allclose(grads.logprobs, beta / 4 * ipo_grad, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(loss, beta**2 * ipo, rtol=1e-4)
+    np.testing.assert_allclose(grads.logprobs, beta**2 * ipo_grad, rtol=1e-4, atol=1e-6)
 
 
 @given(seeds, betas)
 def test_at_the_reference_it_is_policy_gradient_with_the_partner_as_baseline(seed, beta):
-    """At π_θ = π_ref (any β), the gradient is RLOO's for K = 2."""
+    """At π_θ = π_ref the gradient is 4β times RLOO's for K = 2."""
     rollout, stats = random_batch(seed, B, T, 2)
     rollout = rollout.replace(ref_logprobs=jnp.where(rollout.loss_mask, stats.logprobs, 0.0))
     _, _, grads = value_and_grad(COPG, COPG.Config(beta=beta), stats, rollout)
     _, _, parent = value_and_grad(RLOO, RLOO.Config(), stats, rollout)
-    np.testing.assert_allclose(grads.logprobs, parent.logprobs, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grads.logprobs, 4 * beta * parent.logprobs, rtol=1e-5, atol=1e-7)
+
+
+@given(seeds, betas)
+def test_loss_is_the_squared_difference_of_regularised_rewards(seed, beta):
+    """The paper's loss itself: mean over pairs of (R^π_β(y) − R^π_β(y'))²."""
+    rollout, stats = random_batch(seed, B, T, 2)
+    loss, _, _ = value_and_grad(COPG, COPG.Config(beta=beta), stats, rollout)
+    mask = np.asarray(rollout.loss_mask)
+    h = np.where(mask, np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.ref_logprobs), 0.0).sum(1)
+    regularised = (np.asarray(rollout.rewards, np.float64) - beta * h).reshape(-1, 2)
+    np.testing.assert_allclose(loss, np.mean((regularised[:, 0] - regularised[:, 1]) ** 2), rtol=1e-4)
+
+
+@pytest.mark.parametrize("beta", [0.0, -0.1])
+def test_non_positive_beta_is_rejected(beta):
+    with pytest.raises(ValueError, match="beta must be positive"):
+        COPG.Config(beta=beta)

@@ -5,6 +5,7 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
+from rlzoo.algorithms.copo import local_part
 from rlzoo.testing import loss_and_grad, random_batch
 
 COPO = get_algorithm("copo")
@@ -124,3 +125,30 @@ def test_permuting_rows_within_groups_permutes_advantages(r, keys, seed):
     a = _per_row(COPO.advantages(rollout, cfg, ())[0], rollout)
     moved = rollout.select_rows(order)
     np.testing.assert_allclose(_per_row(COPO.advantages(moved, cfg, ())[0], moved), a[order], rtol=1e-5, atol=1e-6)
+
+
+@given(st.lists(st.integers(0, 8), min_size=2, max_size=2), st.integers(0, 2**16))
+def test_reward_key_fallback_caps_the_local_weight_at_one_half(correct, seed):
+    """Without answer ids the key is the reward: for 0/1 rewards H_g is the binary entropy
+    h(m/K) ≤ 1 bit of the correct count m, so a correct row's local weight is σ(k(h − b)) ≤
+    σ(k(1 − b)) = 0.5 at the released k = 5, b = 1 (≈ 0.09 for 1 correct of 8), a wrong row's 0;
+    answer ids that split the wrong answers can only raise H and the weight."""
+    k = 8
+    rng = np.random.default_rng(seed)
+    r = np.concatenate([rng.permutation(np.arange(k) < m) for m in correct]).astype(np.float32)
+    rollout, _ = random_batch(seed, 2 * k, T, k)
+    rollout = rollout.replace(rewards=jnp.asarray(r))
+    cfg = COPO.Config()
+    _, w, _ = local_part(rollout, cfg)
+    p = np.repeat(np.asarray(correct) / k, k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.nan_to_num(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)))
+    want = np.where(r != 0, 1 / (1 + np.exp(-cfg.blend_k * (h - cfg.blend_b))), 0.0)
+    np.testing.assert_allclose(w, want, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(w) <= 0.5 + 1e-6)
+    if correct[0] == 1:
+        assert abs(float(w[r[:k].argmax()]) - 0.0928) < 1e-3
+    distinct = jnp.asarray(np.where(r != 0, 0.0, 1.0 + np.arange(2 * k)), jnp.float32)
+    split = rollout.replace(reward_components=jnp.stack([distinct, distinct], axis=1))
+    _, w_split, _ = local_part(split, COPO.Config(answer_component=0))
+    assert np.all(np.asarray(w_split) >= np.asarray(w) - 1e-6)

@@ -63,8 +63,8 @@ def test_soft_labels_match_the_naive_cross_entropy(seed, beta):
 @given(seeds, betas, st.lists(st.floats(-5, 5), min_size=B // 2, max_size=B // 2))
 def test_soft_policy_iteration_step_is_the_fixed_point(seed, beta, offsets):
     """With soft labels σ(r_t(y) − r_t(y')), the gradient vanishes at
-    log π_θ/π_t = r_t/η (+ a per-prompt constant), η = 1/β: the soft policy
-    iteration π_{t+1} ∝ π_t exp(r_t/η)."""
+    log π_θ/π_t = r_t/β (+ a per-prompt constant): the soft policy
+    iteration π_{t+1} ∝ π_t exp(r_t/η) with η = β."""
     rollout, stats = random_batch(seed, B, T, 2)
     mask = np.asarray(rollout.loss_mask)
     first = np.zeros_like(mask)

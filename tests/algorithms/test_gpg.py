@@ -31,7 +31,7 @@ def row_advantage(rollout, cfg):
 
 @given(rewards_strategy, st.lists(st.sampled_from([0.0, 1.0, 2.5]), min_size=B, max_size=B))
 def test_accurate_gradient_scale_is_batch_over_valid(rewards, weights):
-    """α = B / (B − M), M = (weighted) rows in all-equal groups, counted by a Python loop."""
+    """α = min(B / (B − M), 20), M = (weighted) rows in all-equal groups, counted by a Python loop."""
     rollout, _ = random_batch(0, B, T, K)
     rollout = rollout.replace(
         rewards=jnp.asarray(rewards, jnp.float32), sample_weight=jnp.asarray(weights, jnp.float32)
@@ -41,10 +41,26 @@ def test_accurate_gradient_scale_is_batch_over_valid(rewards, weights):
         if len(set(rewards[g * K:(g + 1) * K])) == 1:
             invalid += sum(weights[g * K:(g + 1) * K])
     total = sum(weights)
-    alpha = total / (total - invalid) if total - invalid > 0 else 1.0
+    alpha = min(total / (total - invalid), 20.0) if total - invalid > 0 else 1.0
     grouped = np.asarray(rewards).reshape(G, K)
     expected = alpha * (grouped - grouped.mean(1, keepdims=True)).reshape(-1)
     np.testing.assert_allclose(row_advantage(rollout, GPG.Config()), expected, rtol=1e-5, atol=1e-6)
+
+
+@given(st.integers(21, 60), st.floats(0.1, 10.0))
+def test_accurate_gradient_scale_is_capped_at_the_official_twenty(groups, gap):
+    """The official trainer divides the loss by max((B − M)/B, 0.05): with one mixed group among
+    `groups` (> 20) groups of 2, B/(B − M) = groups exceeds 20 and α stops at 20."""
+    k = 2
+    rollout, _ = random_batch(2, groups * k, T, k)
+    rewards = np.zeros(groups * k, np.float32)
+    rewards[1] = gap
+    rollout = rollout.replace(rewards=jnp.asarray(rewards), sample_weight=jnp.ones(groups * k, jnp.float32))
+    got = row_advantage(rollout, GPG.Config())
+    np.testing.assert_allclose(got[:2], 20.0 * np.array([-gap / 2, gap / 2]), rtol=1e-5)
+    uncapped = row_advantage(rollout, GPG.Config(max_alpha=np.inf))
+    np.testing.assert_allclose(uncapped[:2], groups * got[:2] / 20.0, rtol=1e-5)
+    assert np.all(got[2:] == 0)
 
 
 @given(st.lists(st.floats(-10, 10, width=32), min_size=B, max_size=B), st.floats(-5, 5))

@@ -1,8 +1,11 @@
-"""MHPO's invariants (Wang et al. 2026, arXiv:2603.16929): at ρ = 1 ψ' = 1
-and the hazard gradient is 0 (gradient = REINFORCE); the modulated ratio is
-bounded for every ρ; each hazard is 0 at ρ = 1, increasing in |log ρ| on its
-own side and independently parameterised; without the penalty and with a
-wide modulator the loss tends to the unclipped surrogate."""
+"""MHPO's invariants (Wang et al. 2026, arXiv:2603.16929): the per-token
+gradient is −Â·w_t·e^{ψ−ζ}·sech²(log ρ/c) with ζ carrying no gradient; that
+multiplier never exceeds e^c; on-policy the gradient is REINFORCE's scaled by
+e^{−ζ(1)} (exactly REINFORCE's without the hazard); ψ is bounded, smooth and
+the identity to first order at ρ = 1; each hazard term has its own parameters
+and grows with the shift on its own side, downward shifts costing more at the
+defaults; without the hazard and with a wide modulator the loss tends to the
+unclipped surrogate."""
 
 import functools
 
@@ -12,7 +15,7 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.algorithms.mhpo import hazard_penalty, modulated_ratio
+from rlzoo.algorithms.mhpo import hazard_terms, log_fidelity
 from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
 
 MHPO = get_algorithm("mhpo")
@@ -20,6 +23,7 @@ GRPO = get_algorithm("grpo")
 B, T, K = 8, 10, 4
 seeds = st.integers(0, 2**16)
 CFG = MHPO.Config()
+AGG = "seq-mean-token-mean"
 
 
 @functools.cache
@@ -27,49 +31,99 @@ def compiled(algo, cfg):
     return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
 
 
-@given(seeds)
-def test_on_policy_gradient_is_reinforce(seed):
+def _batch(seed, shift):
+    rollout, stats = random_batch(seed, B, T, K)
+    rng = np.random.default_rng(seed + 5)
+    logp = np.minimum(np.asarray(rollout.behaviour_logprobs) + shift * rng.normal(0, 1, (B, T)), 0.0)
+    return rollout, stats.replace(logprobs=jnp.asarray(logp, jnp.float32))
+
+
+def _zeta(psi, cfg):
+    """ζ in float64 from the paper's formula, softplus s(x) = log(1 + eˣ)."""
+    softplus = lambda x: np.logaddexp(0.0, x)
+    return ((softplus(psi) / cfg.hazard_scale_up) ** cfg.hazard_shape_up
+            + (softplus(-psi) / cfg.hazard_scale_down) ** cfg.hazard_shape_down)
+
+
+def _multiplier(log_ratio, cfg):
+    """e^{ψ−ζ}·dψ/dlog ρ: the factor on −Â·w_t in the gradient."""
+    c = cfg.fidelity_scale
+    psi = c * np.tanh(log_ratio / c)
+    zeta = _zeta(psi, cfg) if cfg.hazard else 0.0
+    return np.exp(psi - zeta) * (1.0 - np.tanh(log_ratio / c) ** 2)
+
+
+@given(seeds, st.booleans())
+def test_on_policy_gradient_is_scaled_reinforce(seed, hazard):
     rollout, stats = random_batch(seed, B, T, K)
     rollout = on_policy(rollout, stats)
-    adv, _ = MHPO.advantages(rollout, CFG, ())
-    _, metrics, grads = compiled(MHPO, CFG)(stats, rollout, adv)
-    np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "seq-mean-token-mean"),
+    cfg = MHPO.Config(hazard=hazard)
+    adv, _ = MHPO.advantages(rollout, cfg, ())
+    _, metrics, grads = compiled(MHPO, cfg)(stats, rollout, adv)
+    # s(0) = log 2, so ζ(1) = (log 2/λ₊)^{k₊} + (log 2/λ₋)^{k₋} ≠ 0: a constant survival weight.
+    scale = np.exp(-_zeta(0.0, cfg)) if hazard else 1.0
+    np.testing.assert_allclose(grads.logprobs, scale * np.asarray(reinforce_gradient(rollout, adv, AGG)),
                                rtol=1e-5, atol=1e-7)
-    assert metrics["hazard"] == 0
+    if hazard:
+        np.testing.assert_allclose(metrics["hazard"], _zeta(0.0, cfg), rtol=1e-5)
 
 
-@given(st.floats(-20.0, 20.0, width=32), st.sampled_from([0.2, 0.5, 2.0]))
-def test_modulated_ratio_is_bounded_smooth_and_identity_at_one(log_ratio, scale):
-    value = float(modulated_ratio(jnp.float32(log_ratio), scale))
-    assert np.exp(-scale) * (1 - 1e-6) <= value <= np.exp(scale) * (1 + 1e-6)
-    slope = float(jax.grad(lambda x: modulated_ratio(x, scale))(jnp.float32(log_ratio)))
-    assert np.isfinite(slope) and slope >= 0
-    assert float(modulated_ratio(jnp.float32(0.0), scale)) == 1.0
-    np.testing.assert_allclose(float(jax.grad(lambda x: modulated_ratio(x, scale))(jnp.float32(0.0))), 1.0)
+@given(seeds, st.sampled_from([0.05, 0.5, 3.0]), st.booleans())
+def test_gradient_is_the_closed_form_with_no_gradient_through_the_hazard(seed, shift, hazard):
+    rollout, stats = _batch(seed, shift)
+    cfg = MHPO.Config(hazard=hazard)
+    adv, _ = MHPO.advantages(rollout, cfg, ())
+    _, _, grads = compiled(MHPO, cfg)(stats, rollout, adv)
+    log_ratio = np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.behaviour_logprobs, np.float64)
+    expected = _multiplier(log_ratio, cfg) * np.asarray(reinforce_gradient(rollout, adv, AGG), np.float64)
+    np.testing.assert_allclose(grads.logprobs, expected, rtol=1e-4, atol=1e-7)
 
 
-@given(st.floats(0.0, 5.0, width=32), st.floats(0.0, 5.0, width=32))
-def test_hazards_are_zero_at_one_monotone_and_decoupled(x, y):
+@given(seeds, st.sampled_from([0.5, 3.0, 20.0]), st.sampled_from([0.5, 1.5, 3.0]))
+def test_gradient_multiplier_is_bounded_by_e_to_the_c(seed, shift, c):
+    """The paper's gradient bound: |∂ℓ/∂log π_t| ≤ e^c·|Â_t|·w_t for every ratio."""
+    rollout, stats = _batch(seed, shift)
+    for hazard in (True, False):
+        cfg = MHPO.Config(fidelity_scale=c, hazard=hazard)
+        adv, _ = MHPO.advantages(rollout, cfg, ())
+        _, _, grads = compiled(MHPO, cfg)(stats, rollout, adv)
+        bound = np.exp(c) * np.abs(np.asarray(reinforce_gradient(rollout, adv, AGG)))
+        assert np.all(np.isfinite(np.asarray(grads.logprobs)))
+        assert np.all(np.abs(np.asarray(grads.logprobs)) <= bound * (1 + 1e-5) + 1e-8)
+
+
+@given(st.floats(-20.0, 20.0, width=32), st.sampled_from([0.5, 1.5, 3.0]))
+def test_log_fidelity_is_bounded_smooth_and_identity_at_one(log_ratio, scale):
+    value = float(log_fidelity(jnp.float32(log_ratio), scale))
+    assert -scale * (1 + 1e-6) <= value <= scale * (1 + 1e-6)
+    slope = float(jax.grad(lambda x: log_fidelity(x, scale))(jnp.float32(log_ratio)))
+    assert np.isfinite(slope) and 0.0 <= slope <= 1.0 + 1e-6
+    assert float(log_fidelity(jnp.float32(0.0), scale)) == 0.0
+    np.testing.assert_allclose(float(jax.grad(lambda x: log_fidelity(x, scale))(jnp.float32(0.0))), 1.0)
+
+
+@given(st.floats(0.0, 1.5, width=32), st.floats(0.0, 1.5, width=32))
+def test_hazards_are_decoupled_monotone_and_asymmetric(x, y):
     small, large = jnp.float32(min(x, y)), jnp.float32(max(x, y))
-    assert float(hazard_penalty(jnp.float32(0.0), CFG)) == 0.0
-    assert float(hazard_penalty(large, CFG)) >= float(hazard_penalty(small, CFG))
-    assert float(hazard_penalty(-large, CFG)) >= float(hazard_penalty(-small, CFG))
-    # The downward scale leaves upward shifts alone and vice versa.
+    up_small, down_small = hazard_terms(small, CFG)
+    up_large, down_large = hazard_terms(large, CFG)
+    assert float(up_large) >= float(up_small) and float(down_large) <= float(down_small)
+    # Each side has its own scale and shape: changing one leaves the other term alone.
     other = MHPO.Config(hazard_scale_down=7.0, hazard_shape_down=3.0)
-    assert float(hazard_penalty(large, other)) == float(hazard_penalty(large, CFG))
+    assert float(hazard_terms(large, other)[0]) == float(up_large)
     other = MHPO.Config(hazard_scale_up=7.0, hazard_shape_up=3.0)
-    assert float(hazard_penalty(-large, other)) == float(hazard_penalty(-large, CFG))
-    assert float(jax.grad(lambda z: hazard_penalty(z, CFG))(jnp.float32(0.0))) == 0.0
+    assert float(hazard_terms(large, other)[1]) == float(down_large)
+    # Paper defaults (λ₋ < λ₊, k₋ > k₊): a downward shift costs more than the mirrored upward one.
+    if float(large) > 1e-3:
+        assert sum(map(float, hazard_terms(-large, CFG))) > sum(map(float, hazard_terms(large, CFG)))
+    assert all(float(jax.grad(lambda z: hazard_terms(z, CFG)[i])(large)) == 0.0 for i in (0, 1))
 
 
 @given(seeds, st.sampled_from([0.05, 0.3]))
-def test_no_penalty_and_wide_modulator_tend_to_the_unclipped_surrogate(seed, shift):
-    rollout, stats = random_batch(seed, B, T, K)
-    rng = np.random.default_rng(seed)
-    logp = np.minimum(np.asarray(rollout.behaviour_logprobs) + shift * rng.normal(0, 1, (B, T)), 0.0)
-    stats = stats.replace(logprobs=jnp.asarray(logp, jnp.float32))
-    cfg = MHPO.Config(hazard_coef=0.0, fidelity_scale=1e3)
-    grpo_cfg = GRPO.Config(clip_eps=1e9, beta=0.0, aggregation="seq-mean-token-mean")
+def test_lfm_only_with_wide_modulator_tends_to_the_unclipped_surrogate(seed, shift):
+    rollout, stats = _batch(seed, shift)
+    cfg = MHPO.Config(hazard=False, fidelity_scale=1e3)
+    grpo_cfg = GRPO.Config(clip_eps=1e9, beta=0.0, aggregation=AGG)
     adv, _ = GRPO.advantages(rollout, grpo_cfg, ())
     loss, _, grads = compiled(MHPO, cfg)(stats, rollout, adv)
     ref_loss, _, ref = compiled(GRPO, grpo_cfg)(stats, rollout, adv)
@@ -79,16 +133,15 @@ def test_no_penalty_and_wide_modulator_tend_to_the_unclipped_surrogate(seed, shi
 
 @given(seeds)
 def test_far_off_policy_gradients_are_damped_not_zeroed(seed):
-    """|log ρ| = 2 on every token: the surrogate's gradient magnitude is
-    ψ(ρ)(1 − tanh²(log ρ/c))|Â| > 0, far below the unclipped ρ|Â|."""
+    """|log ρ| = 4 on every token: the gradient multiplier e^{ψ−ζ}·sech²(4/c) is
+    positive but far below the unclipped surrogate's ρ."""
     rollout, stats = random_batch(seed, B, T, K)
     mask = rollout.loss_mask
-    rollout = rollout.replace(behaviour_logprobs=jnp.where(mask, stats.logprobs - 2.0, 0.0))
-    cfg = MHPO.Config(hazard_coef=0.0)
     adv = jnp.where(mask, 1.0, 0.0)
-    _, _, grads = compiled(MHPO, cfg)(stats, rollout, adv)
-    g = -np.asarray(grads.logprobs)[np.asarray(mask)]
-    c = cfg.fidelity_scale
-    per_token = np.exp(c * np.tanh(2.0 / c)) * (1 - np.tanh(2.0 / c) ** 2)
-    assert np.all(g > 0)
-    assert np.all(g <= per_token + 1e-6) and per_token < 0.05 * np.exp(2.0)
+    for sign in (1.0, -1.0):
+        shifted = rollout.replace(behaviour_logprobs=jnp.where(mask, stats.logprobs - sign * 4.0, 0.0))
+        _, _, grads = compiled(MHPO, CFG)(stats, shifted, adv)
+        g = -np.asarray(grads.logprobs)[np.asarray(mask)]
+        weights = -np.asarray(reinforce_gradient(shifted, adv, AGG))[np.asarray(mask)]
+        np.testing.assert_allclose(g, _multiplier(sign * 4.0, CFG) * weights, rtol=1e-4, atol=1e-9)
+        assert np.all(g > 0) and _multiplier(sign * 4.0, CFG) < 0.05 * np.exp(sign * 4.0)
