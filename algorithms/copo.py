@@ -32,18 +32,17 @@ in every microbatch) and takes the global part as Â − w·A^loc. This
 reproduces the official loss exactly, also where the two advantages have
 opposite signs and clipping is active (tested against a direct computation).
 
-Answers: the Rollout has no field for extracted final answers. With
-`answer_component=c` the answer identity is read from
-`reward_components[:, c]` (equal values = same answer); by default the
-reward itself is the key [inferred fallback: neither the paper nor the
-official code has one, since the official reward function always returns
-the extracted answer], so for binary rewards H_g is the entropy of the
-correct/incorrect split, which is 0 exactly when the group is all right or
-all wrong. That split is the coarsest answer partition (distinct wrong
-answers only raise H), so the fallback is COPO's most global-leaning case:
-H_g ≤ 1 bit, hence w ≤ σ(k(1 − b)) = 0.5 at the released k = 5, b = 1, and
-w ≈ 0.09 for 1 correct of 8 (tested). A dedicated `answer_ids [B]` field,
-or an answer component emitted by the task, gives the official behaviour.
+Answers: H_g is computed over `Rollout.answer_ids`, the identity of each
+row's extracted final answer, which the trainer fills from the task's
+`answer` (as the official reward function returns the extracted answer;
+rows with no extractable answer share the id −1, one more "answer").
+`answer_key="reward"` uses the reward as the key instead, for data without
+answers [our fallback, not in the paper]: for binary rewards H_g is then
+the entropy of the correct/incorrect split, the coarsest answer partition
+(distinct wrong answers only raise H), so it is COPO's most global-leaning
+case: H_g ≤ 1 bit, hence w ≤ σ(k(1 − b)) = 0.5 at the released k = 5,
+b = 1, and w ≈ 0.09 for 1 correct of 8 (tested). In our arithmetic
+learning benchmark that fallback learned less than GRPO (0.48 vs 0.56).
 The reward-0 rule reads "reward ≠ 0" as "correct", as the official 0/1
 accuracy reward does; with shaped rewards (e.g. a format bonus) a wrong but
 well-formed row is not 0 and keeps its local term.
@@ -76,6 +75,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -94,8 +94,8 @@ class Config:
     """Rows with reward 0 use only the global term (official "soft with zero")."""
     consistency_coef: bool = False
     """Multiply the global reward by (1 − λ_K H) (official `reward_coef_flg`, off in the released run)."""
-    answer_component: int | None = None
-    """Column of `reward_components` holding the answer identity (None: use the reward)."""
+    answer_key: Literal["answer_ids", "reward"] = "answer_ids"
+    """What H_g is the entropy of: the extracted answers (official) or the rewards (fallback)."""
     std_eps: float = 1e-6
     """ε added to the local and global stds."""
     clip_eps: float = 0.2
@@ -115,7 +115,7 @@ class Config:
 def local_part(rollout, cfg: Config):
     """([B] A^loc, [B] w): GRPO's advantage and the blending weight, both per group."""
     k = rollout.group_size
-    keys = rollout.rewards if cfg.answer_component is None else rollout.reward_components[:, cfg.answer_component]
+    keys = rollout.answer_ids if cfg.answer_key == "answer_ids" else rollout.rewards
     entropy = ops.group_value_entropy(keys, k)
     weight = jax.nn.sigmoid(cfg.blend_k * (entropy - cfg.blend_b))
     if cfg.zero_reward_global_only:
@@ -169,5 +169,5 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
-    | ({"reward_components"} if cfg.answer_component is not None else set()),
+    | ({"answer_ids"} if cfg.answer_key == "answer_ids" else set()),
 ))

@@ -44,7 +44,7 @@ _ROW_FIELDS = (
     "tokens", "loss_mask", "behaviour_logprobs", "rewards", "sample_weight",
     "ref_logprobs", "reward_components", "prompt_ids", "is_expert",
     "policy_version", "token_rewards", "old_values", "segment_ids",
-    "sample_entropy", "inference_logprobs", "truncated",
+    "sample_entropy", "inference_logprobs", "truncated", "answer_ids",
 )
 
 
@@ -94,6 +94,9 @@ class Rollout:
     `behaviour_logprobs` (train/inference mismatch correction)."""
     truncated: Array | None = None
     """[B] bool: the response hit the generation limit without an end token."""
+    answer_ids: Array | None = None
+    """[B] int32: identity of the row's extracted final answer (equal ids = the
+    same answer, −1 = none could be extracted), for answer-consistency methods."""
     normaliser: Normaliser | None = None
     """Whole-minibatch counts for exact microbatch accumulation (see `with_normaliser`)."""
 
@@ -210,6 +213,7 @@ _FIELD_SPECS = {
     "sample_entropy": ("[B, T]", jnp.float32, "f"),
     "inference_logprobs": ("[B, T]", jnp.float32, "f"),
     "truncated": ("[B]", bool, "b"),
+    "answer_ids": ("[B]", jnp.int32, "iu"),
 }
 ROLLOUT_FIELDS = frozenset(_FIELD_SPECS)
 POLICY_OUTPUTS = frozenset({"entropy", "values", "topk_logprobs"})

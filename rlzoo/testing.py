@@ -87,6 +87,7 @@ def random_batch(
         sample_entropy=rng.exponential(1.0, (batch, length)),
         inference_logprobs=np.where(mask, behaviour + rng.normal(0, 0.05, (batch, length)), 0.0),
         truncated=rng.random(batch) < 0.2,
+        answer_ids=rng.integers(-1, 3, batch),
     )
     topk = -np.sort(rng.exponential(2.0, (batch, length, 4)), axis=-1)
     stats = PolicyStats(

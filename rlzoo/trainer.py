@@ -219,6 +219,10 @@ def stable_id(text: str) -> int:
     return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 
+def _answer_id(answer: str | None) -> int:
+    return -1 if answer is None else stable_id(answer)
+
+
 # --------------------------------------------------------------------------
 # Supervised warm start
 # --------------------------------------------------------------------------
@@ -322,6 +326,7 @@ class Trainer:
             rewards=jnp.asarray([s["reward"] for s in scores], jnp.float32),
             reward_components=jnp.asarray([[s[n] for n in names] for s in scores], jnp.float32),
             prompt_ids=jnp.asarray([stable_id(examples[i // k].prompt) for i in range(len(scores))], jnp.int32),
+            answer_ids=jnp.asarray([_answer_id(self.task.answer(c)) for c in completions], jnp.int32),
         )
 
     def evaluate(self) -> dict[str, float]:

@@ -96,6 +96,11 @@ def test_arithmetic_reward_cases(completion, correct, fmt):
     ex = task.example(37, "+", 45)
     assert task.reward(completion, ex) == {"reward": pytest.approx(correct + 0.25 * fmt),
                                            "correct": float(correct), "format": float(fmt)}
+    # The answer identity agrees with the reward: correct iff it is the reference; a number or None.
+    answer = task.answer(completion)
+    assert (answer == ex.answer) == bool(correct)
+    assert answer is None or (answer.isascii() and answer.isdigit())
+    assert fmt == 0 or answer is not None
 
 
 @given(st.integers(0, 2**32 - 1))
@@ -276,6 +281,10 @@ def test_gsm8k_task_examples_and_rewards():
     assert task.reward("so #### $1,440.00", comma)["correct"] == 1.0
     decimal_answer = next(e for e in train if e.answer == "11.75")
     assert task.reward("#### 11.750", decimal_answer)["correct"] == 1.0
+    # Answer identities: the same number however it is written, None without "####".
+    assert task.answer("so #### $1,440.00") == task.answer("#### 1440") == "1440"
+    assert task.answer("#### 11.750") == decimal_answer.answer
+    assert task.answer("The answer is 1440.") is None
 
 
 def test_gsm8k_train_examples_determinism_and_eval_size():

@@ -66,6 +66,11 @@ class Task(Protocol):
         """{"reward": total, **components} for one completion (EOS removed)."""
         ...
 
+    def answer(self, completion: str) -> str | None:
+        """The completion's final answer in canonical form (None: none found),
+        so completions can be compared by answer (COPO's answer entropy)."""
+        ...
+
 
 class UnknownTaskError(ValueError):
     """Raised by `get_task` for a name that is not a registered task."""

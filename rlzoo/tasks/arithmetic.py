@@ -154,3 +154,8 @@ class ArithmeticTask:
         correct = float(completion.strip() == example.answer)
         fmt = float(_FORMAT.fullmatch(completion) is not None)
         return weighted_total({"correct": correct, "format": fmt}, {"correct": 1.0, "format": self.format_weight})
+
+    def answer(self, completion: str) -> str | None:
+        """The stripped completion when it is a number, as the correctness rule compares it (None: not one)."""
+        stripped = completion.strip()
+        return stripped if _FORMAT.fullmatch(stripped) else None

@@ -261,3 +261,7 @@ class GSM8KTask:
         correct = float(answers_match(predicted, example.answer))
         fmt = float(predicted is not None)
         return weighted_total({"correct": correct, "format": fmt}, {"correct": 1.0, "format": self.format_weight})
+
+    def answer(self, completion: str) -> str | None:
+        """The canonical number after the last "####" (`extract_answer`)."""
+        return extract_answer(completion)

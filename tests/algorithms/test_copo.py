@@ -11,14 +11,14 @@ from rlzoo.testing import loss_and_grad, random_batch
 COPO = get_algorithm("copo")
 K, B, T = 4, 12, 10
 binary = st.lists(st.integers(0, 1), min_size=B, max_size=B).map(lambda v: np.asarray(v, np.float32))
-answers = st.lists(st.integers(0, 3), min_size=B, max_size=B).map(lambda v: np.asarray(v, np.float32))
+answers = st.lists(st.integers(-1, 3), min_size=B, max_size=B).map(lambda v: np.asarray(v, np.int32))
 
 
 def _batch(r, keys=None, seed=0):
     rollout, stats = random_batch(seed, B, T, K)
     rollout = rollout.replace(rewards=jnp.asarray(r, jnp.float32))
     if keys is not None:
-        rollout = rollout.replace(reward_components=jnp.stack([jnp.asarray(keys), jnp.asarray(keys)], axis=1))
+        rollout = rollout.replace(answer_ids=jnp.asarray(keys, jnp.int32))
     return rollout, stats
 
 
@@ -53,7 +53,7 @@ def test_loss_is_the_entropy_blend_of_two_clipped_losses(r, keys, seed):
     """The official per-token loss (1 − w)ℓ_clip(A_glb) + w ℓ_clip(A_loc), computed
     directly, with clipping active and signs of the two advantages disagreeing."""
     rollout, stats = _batch(r, keys, seed)
-    cfg = COPO.Config(answer_component=1)
+    cfg = COPO.Config()
     loss, _, _ = loss_and_grad(COPO, cfg, stats, rollout)
     glob, local, w = _naive_parts(r, keys, cfg)
     mask = np.asarray(rollout.loss_mask)
@@ -81,12 +81,12 @@ def test_all_equal_group_learns_from_the_global_term(r):
 @given(st.integers(0, K - 1))
 def test_blend_weight_grows_with_answer_entropy(distinct):
     """Groups whose answers are more varied lean more on the local (GRPO) term."""
-    keys = np.zeros(B, np.float32)
+    keys = np.zeros(B, np.int32)
     r = np.tile(np.array([1, 0, 1, 0], np.float32), B // K)
     keys[:K] = np.minimum(np.arange(K), distinct)        # entropy grows with `distinct`
     keys[K:2 * K] = np.minimum(np.arange(K), distinct + 1 if distinct < K - 1 else distinct)
     rollout, stats = _batch(r, keys)
-    cfg = COPO.Config(answer_component=0, zero_reward_global_only=False)
+    cfg = COPO.Config(zero_reward_global_only=False)
     _, metrics, _ = loss_and_grad(COPO, cfg, stats, rollout)
     glob, local, w = _naive_parts(r, keys, cfg)
     assert np.all((0 <= w) & (w <= 1))
@@ -121,7 +121,7 @@ def test_permuting_rows_within_groups_permutes_advantages(r, keys, seed):
     rng = np.random.default_rng(seed)
     order = np.concatenate([g * K + rng.permutation(K) for g in range(B // K)])
     rollout, _ = _batch(r, keys)
-    cfg = COPO.Config(answer_component=1)
+    cfg = COPO.Config()
     a = _per_row(COPO.advantages(rollout, cfg, ())[0], rollout)
     moved = rollout.select_rows(order)
     np.testing.assert_allclose(_per_row(COPO.advantages(moved, cfg, ())[0], moved), a[order], rtol=1e-5, atol=1e-6)
@@ -129,7 +129,7 @@ def test_permuting_rows_within_groups_permutes_advantages(r, keys, seed):
 
 @given(st.lists(st.integers(0, 8), min_size=2, max_size=2), st.integers(0, 2**16))
 def test_reward_key_fallback_caps_the_local_weight_at_one_half(correct, seed):
-    """Without answer ids the key is the reward: for 0/1 rewards H_g is the binary entropy
+    """With the reward as the key (`answer_key="reward"`): for 0/1 rewards H_g is the binary entropy
     h(m/K) ≤ 1 bit of the correct count m, so a correct row's local weight is σ(k(h − b)) ≤
     σ(k(1 − b)) = 0.5 at the released k = 5, b = 1 (≈ 0.09 for 1 correct of 8), a wrong row's 0;
     answer ids that split the wrong answers can only raise H and the weight."""
@@ -138,7 +138,7 @@ def test_reward_key_fallback_caps_the_local_weight_at_one_half(correct, seed):
     r = np.concatenate([rng.permutation(np.arange(k) < m) for m in correct]).astype(np.float32)
     rollout, _ = random_batch(seed, 2 * k, T, k)
     rollout = rollout.replace(rewards=jnp.asarray(r))
-    cfg = COPO.Config()
+    cfg = COPO.Config(answer_key="reward")
     _, w, _ = local_part(rollout, cfg)
     p = np.repeat(np.asarray(correct) / k, k)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -148,7 +148,6 @@ def test_reward_key_fallback_caps_the_local_weight_at_one_half(correct, seed):
     assert np.all(np.asarray(w) <= 0.5 + 1e-6)
     if correct[0] == 1:
         assert abs(float(w[r[:k].argmax()]) - 0.0928) < 1e-3
-    distinct = jnp.asarray(np.where(r != 0, 0.0, 1.0 + np.arange(2 * k)), jnp.float32)
-    split = rollout.replace(reward_components=jnp.stack([distinct, distinct], axis=1))
-    _, w_split, _ = local_part(split, COPO.Config(answer_component=0))
+    distinct = jnp.asarray(np.where(r != 0, 0, 1 + np.arange(2 * k)), jnp.int32)
+    _, w_split, _ = local_part(rollout.replace(answer_ids=distinct), COPO.Config())
     assert np.all(np.asarray(w_split) >= np.asarray(w) - 1e-6)
