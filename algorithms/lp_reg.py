@@ -27,14 +27,19 @@ the paper). Filtered (noise) tokens have π_proxy = 0 and are never in S.
 Defaults are the paper's run scripts: κ = 0.02, q⁻ = 0.01, q⁺ = 0, c = 1,
 ε_l = 1.0, ε_h = 9.0 (ratio clipped to [0, 10]).
 
+Proxy source. As in the paper's scripts (`minp_old_log_prob=True`),
+π_proxy is built from the *old* policy: the trainer stores its top-k
+log-probs at each position in `Rollout.old_topk_logprobs` and the proxy is
+read at the sampled token from `behaviour_logprobs`, so it is fixed for the
+whole update. `proxy_policy="current"` builds it from the current policy's
+top-k (`PolicyStats.topk_logprobs`, no gradient), the official code's
+`minp_old_log_prob=False` variant.
+
 Deviations (stated, not hidden):
-- Proxy source. The paper's scripts build π_proxy from the *old* policy's
-  full distribution (`minp_old_log_prob=True`). The Rollout carries no
-  sampling-time top-k log-probs, so here π_proxy is built from the *current*
-  policy's top-k log-probs (`PolicyStats.topk_logprobs`, no gradient) — the
-  official code's `minp_old_log_prob=False` variant — over the top-k plus the
-  sampled token (`ops.support_logprobs`), truncated to that support. An
-  `old_topk_logprobs` [B, T, k] Rollout field would restore the paper's default.
+- Truncated support. The official code filters the full vocabulary; here the
+  distribution is known on its top-k plus the sampled token
+  (`ops.support_logprobs`), so the min-p mass is truncated to that support
+  (exact when the kept tokens are among the top k).
 - Selection count. The official code applies the regulariser only when
   max(1, ⌊q N⌋) > 1; here it is applied whenever q > 0 and there is a
   candidate (count max(1, ⌊q N⌋)).
@@ -62,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +78,8 @@ from rlzoo.registry import Algorithm, register, regulariser_needs
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    proxy_policy: Literal["old", "current"] = "old"
+    """Policy π_proxy is built from: the old (sampling) policy, the paper's default, or the current one."""
     minp_threshold: float = 0.02
     """κ: tokens with π < κ · max π are filtered out of the proxy (min-p)."""
     neg_fraction: float = 0.01
@@ -131,7 +139,10 @@ def loss(stats, rollout, adv, cfg: Config, state):
 
     trained = ops.weighted_mask(rollout) > 0
     logp_ng = jax.lax.stop_gradient(logp)
-    proxy = jax.lax.stop_gradient(proxy_logprob(stats.topk_logprobs, logp_ng, cfg.minp_threshold))
+    if cfg.proxy_policy == "old":
+        proxy = proxy_logprob(rollout.old_topk_logprobs, rollout.behaviour_logprobs, cfg.minp_threshold)
+    else:
+        proxy = jax.lax.stop_gradient(proxy_logprob(stats.topk_logprobs, logp_ng, cfg.minp_threshold))
     chosen = _lowest(logp_ng, trained & (adv < 0), cfg.neg_fraction)
     chosen = chosen | _lowest(logp_ng, trained & (adv > 0), cfg.pos_fraction)
     selected = chosen & (logp_ng < proxy)
@@ -150,7 +161,8 @@ def loss(stats, rollout, adv, cfg: Config, state):
 
 
 def needs(cfg: Config) -> frozenset[str]:
-    return frozenset({"topk_logprobs"}) | regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
+    proxy_source = "old_topk_logprobs" if cfg.proxy_policy == "old" else "topk_logprobs"
+    return frozenset({proxy_source}) | regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
 
 
 register(Algorithm(

@@ -7,7 +7,8 @@ same SFT checkpoint, with the same budget and seed.
 Each algorithm runs with its paper-default Config and the default run
 settings (`rlzoo train --algo NAME --steps N`). Results go to
 benchmarks/results/<name>.json after every algorithm (an interrupted run
-resumes where it stopped) and a PNG bar chart of final held-out accuracy.
+resumes where it stopped; `--rerun NAME ...` replaces those rows) and a PNG
+bar chart of final held-out accuracy.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--name", default="learning_policy")
     parser.add_argument("--cache-dir", default=None, help="SFT cache (default ~/.cache/rlzoo)")
     parser.add_argument("--fresh", action="store_true", help="ignore results already written")
+    parser.add_argument("--rerun", nargs="*", default=[], help="run these again, keeping the other results")
     args = parser.parse_args()
 
     names = args.only or [a.name for a in list_algorithms() if a.family in args.families] + args.include
@@ -105,7 +107,7 @@ def main() -> None:
     if out.exists() and not args.fresh:
         previous = json.loads(out.read_text())
         if previous.get("steps") == args.steps and previous.get("seed") == args.seed:
-            result["algorithms"] = [r for r in previous["algorithms"] if "error" not in r]
+            result["algorithms"] = [r for r in previous["algorithms"] if "error" not in r and r["name"] not in args.rerun]
     done = {r["name"] for r in result["algorithms"]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):

@@ -45,6 +45,7 @@ _ROW_FIELDS = (
     "ref_logprobs", "reward_components", "prompt_ids", "is_expert",
     "policy_version", "token_rewards", "old_values", "segment_ids",
     "sample_entropy", "inference_logprobs", "truncated", "answer_ids",
+    "old_topk_logprobs",
 )
 
 
@@ -97,6 +98,10 @@ class Rollout:
     answer_ids: Array | None = None
     """[B] int32: identity of the row's extracted final answer (equal ids = the
     same answer, −1 = none could be extracted), for answer-consistency methods."""
+    old_topk_logprobs: Array | None = None
+    """[B, T, k] f32: the k largest log-probs of the behaviour policy's
+    next-token distribution at each position (like `behaviour_logprobs`, at
+    sampling time), for methods that summarise the old distribution."""
     normaliser: Normaliser | None = None
     """Whole-minibatch counts for exact microbatch accumulation (see `with_normaliser`)."""
 
@@ -214,6 +219,7 @@ _FIELD_SPECS = {
     "inference_logprobs": ("[B, T]", jnp.float32, "f"),
     "truncated": ("[B]", bool, "b"),
     "answer_ids": ("[B]", jnp.int32, "iu"),
+    "old_topk_logprobs": ("[B, T, k]", jnp.float32, "f"),
 }
 ROLLOUT_FIELDS = frozenset(_FIELD_SPECS)
 POLICY_OUTPUTS = frozenset({"entropy", "values", "topk_logprobs"})

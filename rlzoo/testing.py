@@ -88,6 +88,7 @@ def random_batch(
         inference_logprobs=np.where(mask, behaviour + rng.normal(0, 0.05, (batch, length)), 0.0),
         truncated=rng.random(batch) < 0.2,
         answer_ids=rng.integers(-1, 3, batch),
+        old_topk_logprobs=-np.sort(rng.exponential(2.0, (batch, length, 4)), axis=-1),
     )
     topk = -np.sort(rng.exponential(2.0, (batch, length, 4)), axis=-1)
     stats = PolicyStats(

@@ -294,8 +294,10 @@ class Trainer:
 
     def _compile(self) -> None:
         run, temperature = self.run, max(self.run.temperature, 1e-6)
-        stats_all = policy_stats_fn(self.graphdef, frozenset({"values"} & self.outputs), temperature)
-        self._old_stats = jax.jit(stats_all)
+        old_outputs = frozenset({"values"} & self.outputs)
+        if "old_topk_logprobs" in self.algo.required(self.cfg):
+            old_outputs |= {"topk_logprobs"}
+        self._old_stats = jax.jit(policy_stats_fn(self.graphdef, old_outputs, temperature))
         update = make_update(
             self.graphdef, algorithm_loss(self.algo, self.cfg), self.optimizer,
             outputs=self.outputs, microbatches=run.microbatches, temperature=temperature,
@@ -448,6 +450,8 @@ class Trainer:
             previous = self._old_stats(self.prev_ref_params, rollout.tokens).logprobs
             ref_logprobs = self.algo.reference_logprobs(ref_logprobs, previous, self.cfg)
         extra = {"old_values": jnp.where(mask, old.values, 0.0)} if old.values is not None else {}
+        if old.topk_logprobs is not None:
+            extra["old_topk_logprobs"] = old.topk_logprobs
         if "segment_ids" in self.algo.required(self.cfg):
             if self._sentence_ends is None:
                 self._sentence_ends = sentence_end_ids(self.tokenizer, self.model_cfg.vocab_size)

@@ -1,6 +1,9 @@
 """Lp-Reg's invariants (Huang et al. 2025, arXiv:2510.03222; Lp-Reg-dev lp_reg loss)."""
 
+import dataclasses
+
 import jax.numpy as jnp
+import pytest
 import numpy as np
 from hypothesis import given, strategies as st
 
@@ -13,25 +16,31 @@ K, B, T, V = 4, 8, 10, 6
 
 
 def full_vocab_batch(seed):
-    """A batch whose top-k log-probs are the whole (V-token) distribution the
-    current log-probs are drawn from, so the proxy is exact. The last token of
-    the vocabulary is noise (always filtered by min-p), so the proxy
-    renormalises the others upwards."""
+    """A batch whose top-k log-probs are the whole (V-token) distributions the
+    old (behaviour) and current log-probs are drawn from, so the proxy is
+    exact. The last token of the vocabulary is noise (always filtered by
+    min-p), so the proxy renormalises the others upwards. Returns the batch
+    and, per proxy source, (full log-probs [B, T, V], sampled log-probs [B, T])."""
     rollout, stats = random_batch(seed, B, T, K)
     rng = np.random.default_rng(seed)
-    logits = rng.normal(0, 1.0, (B, T, V))
-    logits[..., -1] = -9.0
-    logp_all = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     picked = rng.integers(0, V - 1, (B, T))  # the noise token is never sampled
-    logp = np.take_along_axis(logp_all, picked[..., None], -1)[..., 0]
     mask = np.asarray(rollout.loss_mask)
-    old = np.where(mask, logp + rng.normal(0, 0.3, logp.shape), 0.0)
+    dists = {}
+    logits = rng.normal(0, 1.0, (B, T, V))
+    for source in ("old", "current"):
+        logits[..., -1] = -9.0
+        logp_all = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        dists[source] = (logp_all, np.take_along_axis(logp_all, picked[..., None], -1)[..., 0])
+        logits = logits + rng.normal(0, 0.3, logits.shape)  # the update moved the policy
     stats = stats.replace(
-        logprobs=jnp.asarray(logp, jnp.float32),
-        topk_logprobs=jnp.asarray(-np.sort(-logp_all, axis=-1), jnp.float32),
+        logprobs=jnp.asarray(dists["current"][1], jnp.float32),
+        topk_logprobs=jnp.asarray(-np.sort(-dists["current"][0], axis=-1), jnp.float32),
     )
-    rollout = rollout.replace(behaviour_logprobs=jnp.asarray(old, jnp.float32))
-    return rollout, stats, logp_all, logp
+    rollout = rollout.replace(
+        behaviour_logprobs=jnp.asarray(np.where(mask, dists["old"][1], 0.0), jnp.float32),
+        old_topk_logprobs=jnp.asarray(-np.sort(-dists["old"][0], axis=-1), jnp.float32),
+    )
+    return rollout, stats, dists
 
 
 def numpy_proxy(logp_all, logp, kappa):
@@ -75,13 +84,18 @@ def test_no_selection_is_grpo_with_lp_reg_bounds(seed):
     assert metrics["reg_frac"] == 0
 
 
-@given(st.integers(0, 2**16), st.floats(0.05, 0.5), st.floats(0.001, 0.01), st.floats(0.1, 3.0))
-def test_regularised_sparks_and_their_gradient(seed, q, kappa, coef):
+SOURCES = st.sampled_from(["old", "current"])
+
+
+@given(st.integers(0, 2**16), st.floats(0.05, 0.5), st.floats(0.001, 0.01), st.floats(0.1, 3.0), SOURCES)
+def test_regularised_sparks_and_their_gradient(seed, q, kappa, coef, source):
     """Selected: the max(1, ⌊qN⁻⌋) lowest-log-prob negative-advantage tokens with
-    log π_θ < log π_proxy; their gradient is w (−Âρ + c (1 − π_proxy/π_θ)), the
-    rest keeps the clipped-surrogate gradient."""
-    rollout, stats, logp_all, logp = full_vocab_batch(seed)
-    cfg = LPREG.Config(neg_fraction=q, minp_threshold=kappa, reg_coef=coef)
+    log π_θ < log π_proxy, π_proxy the min-p renormalised old (paper) or
+    current policy; their gradient is w (−Âρ + c (1 − π_proxy/π_θ)), the rest
+    keeps the clipped-surrogate gradient."""
+    rollout, stats, dists = full_vocab_batch(seed)
+    logp = dists["current"][1]
+    cfg = LPREG.Config(neg_fraction=q, minp_threshold=kappa, reg_coef=coef, proxy_policy=source)
     adv, _ = LPREG.advantages(rollout, cfg, ())
     _, _, grads = loss_and_grad(LPREG, cfg, stats, rollout)
     _, _, plain = loss_and_grad(LPREG, LPREG.Config(neg_fraction=0.0), stats, rollout)
@@ -93,7 +107,7 @@ def test_regularised_sparks_and_their_gradient(seed, q, kappa, coef):
     lowest = np.zeros_like(mask)
     order = np.argsort(np.where(negative, logp, np.inf), axis=None, kind="stable")[:count]
     lowest.reshape(-1)[order] = True
-    proxy = numpy_proxy(logp_all, logp, kappa)
+    proxy = numpy_proxy(*dists[source], kappa)
     selected = lowest & (logp < proxy)
     w = mask / mask.sum()
     rho = np.exp(logp - np.asarray(rollout.behaviour_logprobs, np.float64))
@@ -106,16 +120,38 @@ def test_regularised_sparks_and_their_gradient(seed, q, kappa, coef):
     assert np.all(coef * (1 - np.exp(proxy - logp))[selected] < 0)
 
 
-def test_sparks_are_found_and_noise_is_not():
+@given(st.integers(0, 2**16))
+def test_the_proxy_comes_from_the_chosen_policy(seed):
+    """The old-policy proxy reads only the Rollout's old distribution, the
+    current-policy one only PolicyStats: changing the other leaves the loss as is."""
+    rollout, stats, _ = full_vocab_batch(seed)
+    shuffled = -np.sort(np.random.default_rng(seed).exponential(1.0, stats.topk_logprobs.shape), axis=-1)
+    for source, moved_rollout, moved_stats in (
+        ("old", rollout, stats.replace(topk_logprobs=jnp.asarray(shuffled, jnp.float32))),
+        ("current", rollout.replace(old_topk_logprobs=jnp.asarray(shuffled, jnp.float32)), stats),
+    ):
+        cfg = LPREG.Config(neg_fraction=0.3, minp_threshold=0.005, proxy_policy=source)
+        assert cfg.proxy_policy in ("old", "current")
+        np.testing.assert_array_equal(loss_and_grad(LPREG, cfg, stats, rollout)[0],
+                                      loss_and_grad(LPREG, cfg, moved_stats, moved_rollout)[0])
+    assert LPREG.required(LPREG.Config()) >= {"old_topk_logprobs"}
+    assert "topk_logprobs" not in LPREG.required(LPREG.Config())
+
+
+@pytest.mark.parametrize("source", ["old", "current"])
+def test_sparks_are_found_and_noise_is_not(source):
     """In typical batches some low-probability negative tokens are regularised
     (the property above is not vacuous), and a sampled noise token (filtered by
     min-p) never is, however low its probability."""
     found = 0
     for seed in range(5):
-        rollout, stats, logp_all, logp = full_vocab_batch(seed)
-        _, metrics, _ = loss_and_grad(LPREG, LPREG.Config(neg_fraction=0.3, minp_threshold=0.005), stats, rollout)
+        rollout, stats, dists = full_vocab_batch(seed)
+        cfg = LPREG.Config(neg_fraction=0.3, minp_threshold=0.005, proxy_policy=source)
+        _, metrics, _ = loss_and_grad(LPREG, cfg, stats, rollout)
         found += float(metrics["reg_frac"]) > 0
-        noise = stats.replace(logprobs=jnp.where(rollout.loss_mask, jnp.asarray(logp_all[..., -1], jnp.float32), stats.logprobs))
-        _, metrics, _ = loss_and_grad(LPREG, LPREG.Config(neg_fraction=1.0, minp_threshold=0.005), noise, rollout)
+        mask = rollout.loss_mask
+        noise = stats.replace(logprobs=jnp.where(mask, jnp.asarray(dists["current"][0][..., -1], jnp.float32), stats.logprobs))
+        noise_rollout = rollout.replace(behaviour_logprobs=jnp.where(mask, jnp.asarray(dists["old"][0][..., -1], jnp.float32), 0.0))
+        _, metrics, _ = loss_and_grad(LPREG, dataclasses.replace(cfg, neg_fraction=1.0), noise, noise_rollout)
         assert metrics["reg_frac"] == 0
     assert found >= 4
