@@ -32,8 +32,9 @@ cannot remove rows from the batch. The filter is therefore split in two:
   `cfg.dynamic_sampling`) before `advantages` and before freezing the
   normaliser, so the dropped rows also leave the token-mean denominator, as in
   the paper, where the batch holds only kept groups. Re-sampling to refill the
-  batch is the trainer's job (the paper's outer loop); with static shapes the
-  dropped rows simply weigh 0.
+  batch is the trainer's job (the paper's outer loop): it draws further
+  batches of prompts, up to `--max-sampling-rounds`, until the batch is full
+  of groups whose rewards differ; what is still missing weighs 0.
 - `advantages` also sets Â = 0 on those groups. Without shaping, GRPO's z-score
   is already 0 there; with shaping, a group whose rows are all correct but of
   different lengths has non-zero shaped advantages, yet the paper filters on

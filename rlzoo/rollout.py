@@ -13,7 +13,7 @@ pairs are groups of K = 2 (chosen = higher reward).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -158,6 +158,31 @@ class PolicyStats:
     """[B, T] f32: value head V_θ(tokens[b, :t])."""
     topk_logprobs: Array | None = None
     """[B, T, k] f32: the k largest log-probs of π_θ(· | tokens[b, :t])."""
+
+
+def concat_rows(parts: Sequence[Rollout]) -> Rollout:
+    """The rows of `parts` in order, as one Rollout: per-token fields are
+    right-padded with zeros (False, token 0) to the longest T, which adds
+    untrained positions after every sequence and so changes no loss. The
+    parts need the same group size and the same optional fields; a
+    normaliser is dropped (it would count only one part)."""
+    if not parts:
+        raise ValueError("concat_rows needs at least one Rollout")
+    first = parts[0]
+    length = max(p.seq_len for p in parts)
+    if any(p.group_size != first.group_size for p in parts):
+        raise ValueError(f"cannot concatenate rollouts of group sizes {[p.group_size for p in parts]}")
+    joined = {}
+    for name in _ROW_FIELDS:
+        values = [getattr(p, name) for p in parts]
+        if all(v is None for v in values):
+            continue
+        if any(v is None for v in values):
+            raise ValueError(f"Rollout.{name} is set in some parts and None in others")
+        if _FIELD_SPECS[name][0].startswith("[B, T"):
+            values = [jnp.pad(v, [(0, 0), (0, length - v.shape[1])] + [(0, 0)] * (v.ndim - 2)) for v in values]
+        joined[name] = jnp.concatenate(values, axis=0)
+    return first.replace(normaliser=None, **joined)
 
 
 def make_rollout(

@@ -28,7 +28,7 @@ from rlzoo.checkpoint import Checkpointer
 from rlzoo.metrics import MetricsWriter, plot_run
 from rlzoo.policy import PRESETS, create_model, load_hf, load_smollm2, param_shardings
 from rlzoo.registry import Algorithm, get_algorithm
-from rlzoo.rollout import Rollout
+from rlzoo.rollout import Rollout, concat_rows
 from rlzoo.sampling import Sampler, response_tokens
 from rlzoo.sharding import host_readable, initialize_distributed, is_primary, make_mesh, shard_batch
 from rlzoo.tasks import Example, Task, get_task
@@ -78,6 +78,10 @@ class RunConfig:
     """AdamW learning rate of the RL phase."""
     max_grad_norm: float = 1.0
     """Global gradient-norm clip (0: off)."""
+    max_sampling_rounds: int = 3
+    """Dynamic sampling (algorithms whose Config has dynamic_sampling=True, e.g.
+    DAPO): draw up to this many batches of prompts per step to fill the batch
+    with groups whose rewards differ; the rest of the batch weighs 0."""
     ref_refresh_every: int = 0
     """Copy the policy into the reference every N steps (0: frozen reference)."""
     pair_mode: str = "best_vs_worst"
@@ -123,7 +127,7 @@ class RunConfig:
 
     def __post_init__(self):
         for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "epochs",
-                     "minibatches", "microbatches", "eval_size", "sft_batch"):
+                     "minibatches", "microbatches", "eval_size", "sft_batch", "max_sampling_rounds"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "steps" else 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be a {'non-negative' if name == 'steps' else 'positive'} integer, got {value!r}")
@@ -399,15 +403,11 @@ class Trainer:
 
     def step(self, step: int) -> dict[str, float]:
         """One RL step; returns its metrics."""
-        run, k = self.run, self.run.samples_per_prompt
-        data_rng = np.random.default_rng([run.seed, step])
-        examples = self.task.train_examples(data_rng, run.prompts_per_step)
+        run = self.run
         key = jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), step)
         sample_key, shuffle_key = jax.random.split(key)
         t0 = time.time()
-        rollout, completions = self.sample(examples, k, sample_key)
-        rollout = self.score(rollout, completions, examples, k)
-        sampled_tokens = int(np.asarray(rollout.loss_mask).sum())
+        rollout, sampled_tokens, rounds = self._collect(step, sample_key)
         rollout = self._with_logprobs(rollout, step)
         t1 = time.time()
         if self.algo.pairwise and rollout.group_size > 2:
@@ -437,7 +437,35 @@ class Trainer:
                 self.prev_ref_params = self.ref_params
             self.ref_params = jax.tree.map(jnp.copy, self.state.params)
         t2 = time.time()
-        return self._step_metrics(rollout, adv, update_metrics, sampled_tokens, t1 - t0, t2 - t1)
+        return self._step_metrics(rollout, adv, update_metrics, sampled_tokens, t1 - t0, t2 - t1) | {
+            "sampling_rounds": float(rounds),
+        }
+
+    def _collect(self, step: int, key: jax.Array) -> tuple[Rollout, int, int]:
+        """(scored rollout of prompts_per_step groups, sampled tokens, rounds).
+        With dynamic sampling, batches of prompts are drawn until that many
+        groups have rewards that differ (at most max_sampling_rounds batches;
+        DAPO's outer loop), and the batch is completed with the earliest
+        all-equal groups, which the filter then weighs 0."""
+        run, k = self.run, self.run.samples_per_prompt
+        data_rng = np.random.default_rng([run.seed, step])
+        dynamic = getattr(self.cfg, "dynamic_sampling", False)
+        informative, degenerate, sampled_tokens = [], [], 0
+        for round_ in range(run.max_sampling_rounds if dynamic else 1):
+            examples = self.task.train_examples(data_rng, run.prompts_per_step)
+            rollout, completions = self.sample(examples, k, key if round_ == 0 else jax.random.fold_in(key, round_))
+            rollout = self.score(rollout, completions, examples, k)
+            sampled_tokens += int(np.asarray(rollout.loss_mask).sum())
+            if not dynamic:
+                return rollout, sampled_tokens, 1
+            flat = np.asarray(ops.degenerate_groups(rollout.rewards, k)).reshape(-1, k)[:, 0]
+            groups = [rollout.select_rows(slice(g * k, (g + 1) * k)) for g in range(rollout.num_groups)]
+            informative += [g for g, bad in zip(groups, flat) if not bad]
+            degenerate += [g for g, bad in zip(groups, flat) if bad]
+            if len(informative) >= run.prompts_per_step:
+                break
+        chosen = (informative + degenerate)[: run.prompts_per_step]
+        return concat_rows(chosen), sampled_tokens, round_ + 1
 
     def _with_logprobs(self, rollout: Rollout, step: int) -> Rollout:
         """Behaviour log-probs recomputed by the training forward pass at the

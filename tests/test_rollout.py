@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
-from rlzoo import get_algorithm, make_rollout, validate
-from rlzoo.rollout import Rollout
+from rlzoo import get_algorithm, make_rollout, ops, validate
+from rlzoo.rollout import Rollout, concat_rows
 from rlzoo.testing import random_batch
 
 B, T, K = 8, 6, 4
@@ -85,3 +86,43 @@ def test_rollout_is_a_pytree_with_static_group_size():
     leaves, treedef = jax.tree.flatten(rollout)
     rebuilt = jax.tree.unflatten(treedef, leaves)
     assert isinstance(rebuilt, Rollout) and rebuilt.group_size == K
+
+
+@given(st.integers(0, 2**16), st.integers(4, 12), st.integers(4, 12))
+def test_concat_rows_keeps_rows_and_pads_untrained_positions(seed, t1, t2):
+    """Rows keep their values on their own positions; the padding is zero and
+    untrained, so a loss over the joined batch is the loss over both parts."""
+    a, stats_a = random_batch(seed, 4, t1, 2)
+    b, stats_b = random_batch(seed + 1, 6, t2, 2)
+    joined = validate(concat_rows([a, b]))
+    assert joined.batch_size == 10 and joined.seq_len == max(t1, t2) and joined.group_size == 2
+    for part, rows in ((a, slice(0, 4)), (b, slice(4, 10))):
+        for name in ("tokens", "loss_mask", "behaviour_logprobs", "old_topk_logprobs", "rewards", "answer_ids"):
+            mine, theirs = np.asarray(getattr(part, name)), np.asarray(getattr(joined, name))[rows]
+            np.testing.assert_array_equal(theirs[:, :mine.shape[1]] if mine.ndim > 1 else theirs, mine)
+            if mine.ndim > 1:
+                assert not np.any(theirs[:, mine.shape[1]:]), name
+    # Token-mean GRPO over the joined batch = the token-weighted mean of the parts' losses.
+    algo = get_algorithm("grpo")
+    cfg = algo.Config(aggregation="token-mean", beta=0.0)
+    t = max(t1, t2)
+    pad = lambda x: jnp.pad(x, [(0, 0), (0, t - x.shape[1])])  # noqa: E731
+    stats = stats_a.replace(logprobs=jnp.concatenate([pad(stats_a.logprobs), pad(stats_b.logprobs)]),
+                            entropy=None, values=None, topk_logprobs=None)
+    adv_a, adv_b = (algo.advantages(r, cfg, ())[0] for r in (a, b))
+    joined_loss, _ = algo.loss(stats, joined.with_normaliser(), jnp.concatenate([pad(adv_a), pad(adv_b)]), cfg, ())
+    parts = [(float(algo.loss(st_, r.with_normaliser(), adv, cfg, ())[0]), float(ops.weighted_mask(r).sum()))
+             for st_, r, adv in ((stats_a, a, adv_a), (stats_b, b, adv_b))]
+    want = sum(loss * n for loss, n in parts) / sum(n for _, n in parts)
+    np.testing.assert_allclose(float(joined_loss), want, rtol=1e-5, atol=1e-6)
+
+
+def test_concat_rows_rejects_mismatched_parts():
+    a, _ = random_batch(0, 4, 6, 2)
+    b, _ = random_batch(1, 4, 6, 4)
+    with pytest.raises(ValueError, match="group sizes"):
+        concat_rows([a, b])
+    with pytest.raises(ValueError, match="answer_ids"):
+        concat_rows([a, a.replace(answer_ids=None)])
+    with pytest.raises(ValueError, match="at least one"):
+        concat_rows([])

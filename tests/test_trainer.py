@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from rlzoo import cli
+from rlzoo import cli, ops
 from rlzoo.checkpoint import Checkpointer
 from rlzoo.sharding import shard_batch
 from rlzoo.tokenizers import ByteTokenizer
@@ -124,6 +124,31 @@ def test_moving_reference_extrapolates_the_two_newest_iterates(tmp_path):
     resumed._restore(ckpt)
     assert_params_close(jax.tree.leaves(jax.device_get(resumed.prev_ref_params)),
                         jax.tree.leaves(jax.device_get(trainer.prev_ref_params)), rtol=0, atol=0)
+
+
+def test_dynamic_sampling_refills_the_batch_with_informative_groups(tmp_path):
+    """DAPO's outer loop: further batches are drawn until the batch holds
+    prompts_per_step groups whose rewards differ (or the rounds run out);
+    informative groups come first and only the all-equal fill weighs 0."""
+    trainer = Trainer(run_config(tmp_path, algo="dapo", max_sampling_rounds=4))
+    k, groups = trainer.run.samples_per_prompt, trainer.run.prompts_per_step
+    rng = np.random.default_rng(0)
+    real = trainer.task.reward
+
+    def sparse(completion, example):  # most groups of 4 are all 0
+        return {**real(completion, example), "reward": float(rng.random() < 0.15)}
+
+    trainer.task.reward = sparse
+    for step in range(3):
+        rollout, _, rounds = trainer._collect(step, jax.random.key(step))
+        assert rollout.batch_size == groups * k and 1 <= rounds <= 4
+        informative = ~np.asarray(ops.degenerate_groups(rollout.rewards, k)).reshape(-1, k)[:, 0]
+        n = int(informative.sum())
+        assert informative[:n].all() and not informative[n:].any(), "informative groups come first"
+        assert n == groups or rounds == 4, "stopped early without filling the batch"
+    metrics = trainer.step(3)
+    assert metrics["sampling_rounds"] >= 1
+    assert metrics["kept_rows"] % k == 0 and metrics["kept_rows"] > 0
 
 
 def test_sentence_segments_start_after_sentence_ends():
