@@ -77,6 +77,11 @@ logits, one-hot of the action within the top-k; `_compute_hessian_token_mask`
 then mean over rows; `_compute_advantages`: (r − mean_g)/(std_g + 1e-4) with
 torch's unbiased std) and the recipe above (lr 1.5e-5, β = 0, 8 generations,
 ε = 0.2 from TRL's default).
+
+Cost: about 1.5-1.6x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json):
+the curvature test renormalises every token's top-k distribution and takes
+its power sums, and the kept-token normaliser is a second pass over the
+batch; small next to the policy forward pass that produces the top-k.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ and PEERS.md; defaults r = 2e-4, ω = (1, 5) are verl's. Deviations: r = 0
 drops no token (verl requires r > 0 and always drops at least one), and the
 random draw is a content hash instead of torch.randperm.
 
-Cost: about 2x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json):
+Cost: about 2-2.4x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json):
 the random draw hashes every token and the covariance band selection ranks the
 whole minibatch's tokens; small next to the policy forward pass.
 """

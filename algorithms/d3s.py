@@ -52,7 +52,7 @@ the tokens with the largest |A_{i,t}|·H_{i,t}; a schedule from aggressive to
 relaxed down-sampling) and the catalogue entry (ALGORITHMS.md #2); the
 selection rules above remain [inferred].
 
-Cost: about 2.2-2.4x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json):
+Cost: about 2.2-2.7x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json):
 the maximum-variance subset search sorts each group and the token selection
 ranks the batch's |A|·entropy scores; small next to the policy forward pass.
 """

@@ -51,7 +51,7 @@ contradicting the paper's description; here they are scaled by 1/|min z| into
 [−1, 0]; (b) the reference's |Â| ≥ 5 fallback test also looks at padding
 positions; here only trained tokens count.
 
-Cost: about 2.5x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json):
+Cost: about 2.5-2.9x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json):
 the entropy pivot is a quantile of the whole batch's log-entropies (a sort of
 every token); small next to the policy forward pass.
 """

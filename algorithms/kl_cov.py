@@ -30,7 +30,7 @@ Verified against verl verl/trainer/ppo/core_algos.py
 and PEERS.md; defaults r = 2e-4, κ = 1 are verl's. Deviation: r = 0 selects
 no token (verl requires r > 0 and always selects at least one).
 
-Cost: about 4.5x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json)
+Cost: about 4.5-6x GRPO's loss-and-gradient time (benchmarks/results/loss_speed.json)
 because choosing exactly the top-k tokens by covariance sorts every token of the
 minibatch (O(N log N)) and hashes each token for tie-breaking; the policy
 forward pass, which dominates a real update, is unchanged.
