@@ -502,6 +502,8 @@ class Trainer:
             "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
             "accuracy": float(components[:, 0].mean()),
             "response_length": float(np.asarray(rollout.loss_mask).sum(1).mean()),
+            # Entropy of the sampling distribution on the trained tokens (the sampler records it).
+            "entropy": float(np.asarray(rollout.sample_entropy)[mask].mean()) if mask.any() else 0.0,
             "adv_mean": float(adv_on.mean()), "adv_std": float(adv_on.std()), "adv_abs_max": float(np.abs(adv_on).max()),
             "kept_rows": float(np.asarray(rollout.sample_weight).sum()),
             "tokens_per_s": sampled_tokens / max(t_sample, 1e-9),

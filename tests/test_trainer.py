@@ -94,6 +94,7 @@ def test_same_seed_same_run(tmp_path):
 def test_smoke_training_per_family(tmp_path, algo):
     trainer = Trainer(run_config(tmp_path, algo=algo, steps=2))
     metrics = [trainer.step(s) for s in range(2)]
+    assert all(r["entropy"] > 0 for r in metrics), "a random policy samples with positive entropy"
     for record in metrics:
         for name, value in record.items():
             assert np.isfinite(value), f"{algo}: {name} = {value}"
