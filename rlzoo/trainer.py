@@ -302,6 +302,8 @@ class Trainer:
         if "old_topk_logprobs" in self.algo.required(self.cfg):
             old_outputs |= {"topk_logprobs"}
         self._old_stats = jax.jit(policy_stats_fn(self.graphdef, old_outputs, temperature))
+        # The reference forward needs only log-probs.
+        self._ref_stats = jax.jit(policy_stats_fn(self.graphdef, frozenset(), temperature)) if old_outputs else self._old_stats
         update = make_update(
             self.graphdef, algorithm_loss(self.algo, self.cfg), self.optimizer,
             outputs=self.outputs, microbatches=run.microbatches, temperature=temperature,
@@ -450,22 +452,26 @@ class Trainer:
         run, k = self.run, self.run.samples_per_prompt
         data_rng = np.random.default_rng([run.seed, step])
         dynamic = getattr(self.cfg, "dynamic_sampling", False)
-        informative, degenerate, sampled_tokens = [], [], 0
-        for round_ in range(run.max_sampling_rounds if dynamic else 1):
+        batches, informative, sampled_tokens = [], 0, 0
+        while len(batches) < (run.max_sampling_rounds if dynamic else 1) and informative < run.prompts_per_step:
             examples = self.task.train_examples(data_rng, run.prompts_per_step)
-            rollout, completions = self.sample(examples, k, key if round_ == 0 else jax.random.fold_in(key, round_))
-            rollout = self.score(rollout, completions, examples, k)
+            round_key = key if not batches else jax.random.fold_in(key, len(batches))
+            rollout, completions = self.sample(examples, k, round_key)
+            batches.append(self.score(rollout, completions, examples, k))
             sampled_tokens += int(np.asarray(rollout.loss_mask).sum())
-            if not dynamic:
-                return rollout, sampled_tokens, 1
-            flat = np.asarray(ops.degenerate_groups(rollout.rewards, k)).reshape(-1, k)[:, 0]
-            groups = [rollout.select_rows(slice(g * k, (g + 1) * k)) for g in range(rollout.num_groups)]
-            informative += [g for g, bad in zip(groups, flat) if not bad]
-            degenerate += [g for g, bad in zip(groups, flat) if bad]
-            if len(informative) >= run.prompts_per_step:
-                break
-        chosen = (informative + degenerate)[: run.prompts_per_step]
-        return concat_rows(chosen), sampled_tokens, round_ + 1
+            informative += int(np.sum(~self._degenerate(batches[-1])))
+        if not dynamic:
+            return batches[0], sampled_tokens, 1
+        joined = concat_rows(batches)
+        # Informative groups first (in sampling order), then the earliest all-equal ones.
+        order = np.argsort(self._degenerate(joined), kind="stable")[: run.prompts_per_step]
+        rows = (order[:, None] * k + np.arange(k)).reshape(-1)
+        return joined.select_rows(rows), sampled_tokens, len(batches)
+
+    @staticmethod
+    def _degenerate(rollout: Rollout) -> np.ndarray:
+        """[groups] bool: the group's rewards are all equal."""
+        return np.asarray(ops.degenerate_groups(rollout.rewards, rollout.group_size)).reshape(-1, rollout.group_size)[:, 0]
 
     def _with_logprobs(self, rollout: Rollout, step: int) -> Rollout:
         """Behaviour log-probs recomputed by the training forward pass at the
@@ -473,9 +479,9 @@ class Trainer:
         reference log-probs, and sampling-time values for critics."""
         mask = rollout.loss_mask
         old = self._old_stats(self.state.params, rollout.tokens)
-        ref_logprobs = self._old_stats(self.ref_params, rollout.tokens).logprobs
+        ref_logprobs = self._ref_stats(self.ref_params, rollout.tokens).logprobs
         if self.prev_ref_params is not None:
-            previous = self._old_stats(self.prev_ref_params, rollout.tokens).logprobs
+            previous = self._ref_stats(self.prev_ref_params, rollout.tokens).logprobs
             ref_logprobs = self.algo.reference_logprobs(ref_logprobs, previous, self.cfg)
         extra = {"old_values": jnp.where(mask, old.values, 0.0)} if old.values is not None else {}
         if old.topk_logprobs is not None:
