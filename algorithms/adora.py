@@ -25,6 +25,11 @@ no correct response is TDS and one with only correct responses is TAS).
 the released `ADORA/ADORA.sh` (its L_thr = 3900 exceeds the 2048-token
 budget, so it never filters; the default here is no threshold).
 
+The paper changes only the advantage: the loss is GRPO's clipped surrogate
+plus β·KL, so this file is an estimator and `get_algorithm("adora")` pairs it
+with `grpo`'s loss at the released settings (`kl_coef` = 0.001, aggregation
+token-mean; GRPO's ε = 0.2, k3 KL and no dual clip are the script's).
+
 Not implemented [inferred from the paper's summary only]: the paper's
 "difficulty advantage" criterion and its modality-specific weights
 (attenuating TDS for weak VLMs, amplifying TAS for strong LLMs). Amplification
@@ -52,32 +57,20 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    weight_disadvantageous: float = 0.1
+class Config(pieces.GroupStd):
+    weight_disadvantageous: float = pieces.setting(0.1, ge=0.0)
     """λ: advantage weight of temporarily disadvantageous groups."""
-    weight_advantageous: float = 1.0
+    weight_advantageous: float = pieces.setting(1.0, ge=0.0)
     """Advantage weight of temporarily advantageous groups."""
     correct_threshold: float = 0.5
     """A response is correct when its reward exceeds this (1.01 in the Logic-RL script)."""
-    max_length_threshold: int | None = None
+    max_length_threshold: int | None = pieces.setting(None, gt=0)
     """L_thr: incorrect responses this long or longer do not count (None: all count)."""
-    std_eps: float = 1e-6
-    """ε_std added to the group std."""
-    clip_eps: float = 0.2
-    """ε: clip bound 1 ± ε of the ratio."""
-    beta: float = 0.001
-    """Weight of the KL-to-reference term (released script: 0.001, low_var_kl)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator (low_var_kl is k3)."""
-    aggregation: ops.Aggregation = "token-mean"
-    """How per-token losses are averaged (token mean in that verl version)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantageous_groups(rollout, cfg: Config):
@@ -101,21 +94,13 @@ def advantages(rollout, cfg: Config, state):
     return ops.broadcast_to_tokens(adv, rollout), state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """GRPO's clipped surrogate plus β·KL on the re-weighted advantages."""
-    return ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation,
-        eps_low=cfg.clip_eps, eps_high=cfg.clip_eps,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
-    )
-
-
 register(Algorithm(
     name="adora",
     family="advantage",
     paper="ADORA: Training Reasoning Models with Dynamic Advantage Estimation on Reinforcement Learning (Ren et al., 2026, arXiv:2602.10019)",
     Config=Config,
     advantages=advantages,
-    loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    loss=None,
+    default_loss="grpo",
+    loss_defaults={"kl_coef": 0.001, "aggregation": "token-mean"},
 ))

@@ -35,7 +35,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -90,6 +91,7 @@ register(Algorithm(
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,
+    prepare=pair_groups,
     exemptions={"microbatch": "the optimal-transport coupling sorts the policy and reference margins over the "
                 "whole minibatch (a batch-level quantile matching), so per-microbatch sorting differs"},
 ))

@@ -42,7 +42,8 @@ formula is the paper's Algorithm 1 (line "Nesterov's extrapolation").
 from __future__ import annotations
 
 import dataclasses
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -81,4 +82,5 @@ register(Algorithm(
     needs=frozenset({"ref_logprobs"}),
     reference_logprobs=lambda latest, previous, cfg: extrapolated_logprobs(latest, previous, cfg.alpha),
     pairwise=True,
+    prepare=pair_groups,
 ))

@@ -38,22 +38,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
     delta: float = 0.1
     """δ: how far the baseline sits below the group mean (Trinity baseline_shift = −δ)."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation (Trinity's masked_mean over the batch)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (0 in the paper's runs)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -66,7 +58,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     """−Â log π_θ(y_t), aggregated (no ratio: off-policy by design)."""
     total, metrics = ops.reinforce_loss(
         stats, rollout, adv, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     return total, metrics | ops.ratio_metrics(ratio, None, rollout)
@@ -79,5 +71,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("delta",),
 ))

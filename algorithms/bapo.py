@@ -53,38 +53,33 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    rho_target: float = 0.5
+class Config(pieces.DualClip, pieces.GroupStd, pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
+    rho_target: float = pieces.setting(0.5, ge=0.0, le=1.0)
     """ρ₀: target share of the positive-advantage tokens in the gradient-carrying surrogate."""
-    clip_low_start: float = 0.6
+    clip_low_start: float = pieces.setting(0.6, gt=0.0, le=1.0)
     """a⁻: initial lower ratio bound c_low (an explicit bound, not 1 − ε)."""
-    clip_low_max: float = 0.9
+    clip_low_max: float = pieces.setting(0.9, gt=0.0, le=1.0)
     """b⁻: largest c_low the search may reach."""
-    clip_low_step: float = 0.02
-    """δ₂: step of c_low."""
-    clip_high_start: float = 1.2
+    clip_low_step: float = pieces.setting(0.02, ge=0.0)
+    """δ₂: step of c_low (0: c_low stays at a⁻)."""
+    clip_high_start: float = pieces.setting(1.2, ge=1.0)
     """a⁺: initial upper ratio bound c_high."""
-    clip_high_max: float = 3.0
+    clip_high_max: float = pieces.setting(3.0, ge=1.0)
     """b⁺: largest c_high the search may reach."""
-    clip_high_step: float = 0.05
-    """δ₁: step of c_high."""
-    dual_clip: float | None = None
-    """Dual-clip bound c > 1 for negative advantages (None: off; the verl recipe inherits 3.0)."""
-    std_eps: float = 1e-6
-    """ε_std of the GRPO group z-score advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation of the per-token losses (verl's default token-mean)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
+    clip_high_step: float = pieces.setting(0.05, ge=0.0)
+    """δ₁: step of c_high (0: c_high stays at a⁺)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for start, end in (("clip_low_start", "clip_low_max"), ("clip_high_start", "clip_high_max")):
+            if getattr(self, end) < getattr(self, start):
+                raise ValueError(f"bapo: --{end.replace('_', '-')} must be >= --{start.replace('_', '-')}; "
+                                 f"got {getattr(self, end)!r} < {getattr(self, start)!r}")
 
 
 def search_path(cfg: Config) -> tuple[list[float], list[float]]:
@@ -132,7 +127,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     pg, clipped = ops.clipped_surrogate(ratio, adv, 1.0 - clip_low, clip_high - 1.0, cfg.dual_clip)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics |= {"clip_low": clip_low, "clip_high": clip_high, "positive_share": share}
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)
@@ -145,7 +140,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps",),
     exemptions={
         "microbatch": "the clip bounds are searched on the whole minibatch's positive/negative "
                       "contribution (BAPO Algorithm 1), so a microbatch can pick different bounds",

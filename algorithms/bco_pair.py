@@ -35,7 +35,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -89,4 +90,5 @@ register(Algorithm(
     init_state=init_state,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,
+    prepare=pair_groups,
 ))

@@ -20,7 +20,10 @@ are modelled as Beta(a, b), fitted by the method of moments from their mean
 and the variance-minimising normaliser is (α, β) = (1 + a/3, 1 + b/3),
 each clamped to ≥ 1 as in the official code. The policy loss is PPO's
 clipped surrogate on these advantages (official recipe: ε_low = 0.2,
-ε_high = 0.28, dual clip c = 10, per-response token sum, no KL).
+ε_high = 0.28, dual clip c = 10, per-response token sum, no KL): exactly
+`grpo`'s loss with other defaults, so this file is an estimator and
+`get_algorithm("bnpo")` pairs it with `grpo`'s loss at `clip_eps_high` =
+0.28, `dual_clip` = 10, aggregation seq-mean-token-sum, `kl_coef` = 0.
 
 Special cases (binary rewards), derived from f:
 - (α, β) = (1, 1): f ≡ 1 (the uniform density), so A = R − p: REINFORCE with
@@ -71,12 +74,12 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import beta as beta_dist
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pieces.ConfigBase):
     beta_params: tuple[float, float] | None = None
     """Fixed (α, β) of the normalising Beta density; None adapts them to every
     batch by the method-of-moments rule (the paper's BNPO). (1, 1) is REINFORCE
@@ -85,25 +88,18 @@ class Config:
     """r_min: rewards are mapped to [0, 1] by (R − r_min)/(r_max − r_min)."""
     reward_max: float = 1.0
     """r_max (see reward_min)."""
-    max_inverse_density: float = 1e6
+    max_inverse_density: float = pieces.setting(1e6, gt=0.0)
     """Clamp on 1/f(p) (official)."""
     decompose: bool = False
     """Advantage decomposition: average the BNPO advantages of the columns of
     `reward_components` instead of normalising `rewards`."""
-    clip_eps: float = 0.2
-    """ε_low: lower clip bound 1 − ε_low of the ratio."""
-    clip_eps_high: float = 0.28
-    """ε_high: upper clip bound 1 + ε_high (official recipe)."""
-    dual_clip: float | None = 10.0
-    """Dual-clip bound c on negative-advantage tokens (official `clip_ratio_c`)."""
-    kl_coef: float = 0.0
-    """Weight of a KL-to-reference term in the loss (0 in the official recipe)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for kl_coef > 0."""
-    aggregation: ops.Aggregation = "seq-mean-token-sum"
-    """How per-token losses are averaged (official `loss_agg_mode`)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (0 in the official recipe)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reward_max <= self.reward_min:
+            raise ValueError(f"bnpo: --reward-max must be > --reward-min; got {self.reward_max!r} <= {self.reward_min!r}")
+        if self.beta_params is not None and (len(self.beta_params) != 2 or min(self.beta_params) <= 0):
+            raise ValueError(f"bnpo: --beta-params must be two positive numbers (α, β); got {self.beta_params!r}")
 
 
 def fit_beta_params(p: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -147,18 +143,8 @@ def advantages(rollout, cfg: Config, state):
     return ops.broadcast_to_tokens(adv, rollout), state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """PPO clipped surrogate (asymmetric, dual clip) on the BNPO advantages."""
-    return ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation,
-        eps_low=cfg.clip_eps, eps_high=cfg.clip_eps_high, dual_clip=cfg.dual_clip,
-        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
-    )
-
-
 def _needs(cfg: Config) -> frozenset[str]:
-    extra = {"reward_components"} if cfg.decompose else set()
-    return regulariser_needs(kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef) | extra
+    return frozenset({"reward_components"} if cfg.decompose else ())
 
 
 register(Algorithm(
@@ -167,6 +153,8 @@ register(Algorithm(
     paper="BNPO: Beta Normalization Policy Optimization (Xiao, Zhang and Cao, 2025, arXiv:2506.02864)",
     Config=Config,
     advantages=advantages,
-    loss=loss,
+    loss=None,
+    default_loss="grpo",
+    loss_defaults={"clip_eps_high": 0.28, "dual_clip": 10.0, "aggregation": "seq-mean-token-sum", "kl_coef": 0.0},
     needs=_needs,
 ))

@@ -57,7 +57,7 @@ paper's CAPO recipe switches these masks off (README: CAPO =
 `config_grpo_efficient_grpo_adam_fisher_mask_token_1e-4_hessian_mask_token_0.01`,
 token taus only).
 
-Reductions: with both thresholds None (∞) CAPO is GRPO (with its β = 0,
+Reductions: with both thresholds None (∞) CAPO is GRPO (with kl_coef = 0,
 std ε = 1e-4); the masked fraction is non-increasing in each threshold; the
 loss is a masked sum of GRPO's per-token terms, each kept token's weight
 rescaled from 1/L_b to 1/L'_b (L'_b = kept tokens of row b).
@@ -91,32 +91,24 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    fisher_tau: float | None = 1e-4
+class Config(pieces.PolicyLoss, pieces.GroupStd):
+    fisher_tau: float | None = pieces.setting(1e-4, gt=0.0)
     """τ_F: mask tokens with predicted KL̂ ≥ τ_F (None: no Fisher mask)."""
-    hessian_tau: float | None = 0.01
+    hessian_tau: float | None = pieces.setting(0.01, gt=0.0)
     """τ_H: mask tokens with |Ĵ| ≥ τ_H (None: no Hessian mask)."""
-    logit_step: float = 0.01
+    logit_step: float = pieces.setting(0.01, gt=0.0)
     """s = η‖h‖²: effective logit step of the SGD last-layer model [inferred: not a paper constant]."""
-    clip_eps: float = 0.2
-    """ε of GRPO's clipped surrogate."""
     scale_rewards: bool = True
     """GRPO's std-normalised group advantage (the CAPO recipe's trainer)."""
-    std_eps: float = 1e-4
+    std_eps: float = pieces.setting(1e-4, gt=0.0)
     """ε added to the group std (the official trainer's 1e-4)."""
     aggregation: ops.Aggregation = "seq-mean-token-mean"
     """Aggregation over the kept tokens (the official trainer's per-row mean, then mean over rows)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (0 in the CAPO recipe)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def curvature(logp, topk_logprobs, adv, logit_step: float):
@@ -158,7 +150,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     logp = jax.lax.stop_gradient(stats.logprobs)
     keep = keep_mask(logp, jax.lax.stop_gradient(stats.topk_logprobs), adv, cfg)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
-    pg, clipped = ops.clipped_surrogate(ratio, adv, cfg.clip_eps, cfg.clip_eps)
+    pg, clipped = ops.clipped_surrogate(ratio, adv, *cfg.clip_bounds)
     # The mask shrinks each row's token count (the official per-row mean over
     # kept tokens); the whole-minibatch counts are frozen first, from every
     # trained token, so that a microbatch sees the same row and token totals.
@@ -166,14 +158,10 @@ def loss(stats, rollout, adv, cfg: Config, state):
     kept = whole.replace(loss_mask=rollout.loss_mask & keep)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, kept, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["capo_masked_frac"] = ops.masked_mean((~keep).astype(jnp.float32), ops.weighted_mask(rollout))
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)
-
-
-def needs(cfg: Config) -> frozenset[str]:
-    return frozenset({"topk_logprobs"}) | regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
 
 
 register(Algorithm(
@@ -183,5 +171,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=needs,
+    needs=frozenset({"topk_logprobs"}),
+    topk=4,
+    estimator_fields=("scale_rewards", "std_eps"),
 ))

@@ -50,28 +50,18 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    eps_low_is: float | None = None
+class Config(pieces.GroupStd, pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
+    eps_low_is: float | None = pieces.setting(None, ge=0.0)
     """ε_low^IS: the weight is clipped below at 1 − ε_low^IS (None: no lower bound, as in the paper)."""
-    eps_high_is: float = 4.0
+    eps_high_is: float = pieces.setting(4.0, ge=0.0)
     """ε_high^IS: the weight is clipped above at 1 + ε_high^IS (ScaleRL/TRL value; [inferred] for M1)."""
-    aggregation: ops.Aggregation = "token-mean"
-    """1/Σ_i|o_i| Σ_i Σ_t over the batch."""
-    beta: float = 0.0
-    """KL-to-reference weight (0 in the paper)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    std_eps: float = 1e-6
-    """ε_std added to the group std of the rewards."""
-    std_ddof: int = 1
+    std_ddof: int = pieces.setting(1, ge=0)
     """Delta degrees of freedom of the group std."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -86,7 +76,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     weight = jax.lax.stop_gradient(jnp.clip(ratio, low, 1.0 + cfg.eps_high_is))
     total, metrics = ops.reinforce_loss(
         stats, rollout, weight * adv, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     return total, metrics | ops.ratio_metrics(ratio, weight != ratio, rollout)
 
@@ -98,5 +88,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps", "std_ddof"),
 ))

@@ -14,7 +14,7 @@ in (ω_low, ω_high), draws k = max(⌊r·N⌋, 1) of them at random (N = traine
 tokens in the batch, r = `clip_cov_ratio`), and drops their loss term (and so
 their gradient). All other tokens keep GRPO's clipped surrogate
 −min(ρÂ, clip(ρ, 1 − ε, 1 + ε_h)Â). With r = 0 nothing is dropped and the
-loss is GRPO's (β = 0).
+loss is GRPO's (kl_coef = 0).
 
 Randomness without a key: each token's draw is `ops.token_uniform(seed, ·)`,
 a hash of (seed, token id, position, behaviour log-prob); the k candidates
@@ -45,34 +45,20 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε: lower clip bound 1 − ε of the ratio."""
-    clip_eps_high: float | None = None
-    """Upper clip bound 1 + ε_high (None: same as clip_eps)."""
-    clip_cov_ratio: float = 2e-4
+class Config(pieces.PolicyLoss, pieces.GroupStd):
+    clip_cov_ratio: float = pieces.setting(2e-4, ge=0.0, le=1.0)
     """r: fraction of the batch's trained tokens whose gradient is dropped (0: GRPO)."""
     cov_low: float = 1.0
     """ω_low: candidates have covariance c_t > ω_low."""
     cov_high: float = 5.0
     """ω_high: candidates have covariance c_t < ω_high."""
-    seed: int = 0
+    seed: int = pieces.setting(0, ge=0, lt=2**32)
     """Initial value of the per-batch counter that seeds the random draw."""
-    std_eps: float = 1e-6
-    """ε_std of the GRPO group z-score advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation (verl's default token-mean)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def init_state(cfg: Config):
@@ -88,8 +74,7 @@ def advantages(rollout, cfg: Config, state):
 def loss(stats, rollout, adv, cfg: Config, state):
     """GRPO's clipped surrogate with k random high-covariance tokens dropped."""
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
-    eps_high = cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high
-    pg, clipped = ops.clipped_surrogate(ratio, adv, cfg.clip_eps, eps_high)
+    pg, clipped = ops.clipped_surrogate(ratio, adv, *cfg.clip_bounds)
     valid = ops.weighted_mask(rollout) > 0
     cov = ops.token_covariance(adv, stats.logprobs, valid)
     candidates = valid & ~clipped & (cov > cfg.cov_low) & (cov < cfg.cov_high)
@@ -98,7 +83,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     pg = jnp.where(dropped, 0.0, pg)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["cov_drop_frac"] = ops.masked_mean(dropped.astype(jnp.float32), valid)
     metrics["cov_mean"] = ops.masked_mean(cov, valid)
@@ -113,7 +98,7 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     init_state=init_state,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps",),
     exemptions={
         "microbatch": "tokens are drawn from the whole minibatch (covariance centred on batch means, "
                       "k = ratio × the batch's token count), so a microbatch drops different tokens",

@@ -80,13 +80,13 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    blend_k: float = 5.0
+class Config(pieces.PolicyLoss, pieces.DualClip, pieces.GroupStd):
+    blend_k: float = pieces.setting(5.0, ge=0.0)
     """k: slope of the blending weight σ(k (H − b))."""
     blend_b: float = 1.0
     """b: entropy (bits) at which local and global weigh equally."""
@@ -96,20 +96,10 @@ class Config:
     """Multiply the global reward by (1 − λ_K H) (official `reward_coef_flg`, off in the released run)."""
     answer_key: Literal["answer_ids", "reward"] = "answer_ids"
     """What H_g is the entropy of: the extracted answers (official) or the rewards (fallback)."""
-    std_eps: float = 1e-6
-    """ε added to the local and global stds."""
-    clip_eps: float = 0.2
-    """ε: clip bound 1 ± ε of the ratio."""
-    dual_clip: float | None = 3.0
-    """Dual-clip bound c on negative-advantage tokens (verl's `clip_ratio_c`)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (no KL loss in the released run)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
+    dual_clip: float | None = pieces.setting(3.0, gt=1.0)
+    """Dual-clip bound c on negative-advantage tokens (the released run's verl `clip_ratio_c` = 3)."""
     aggregation: ops.Aggregation = "seq-mean-token-mean"
-    """How per-token losses are averaged (released run)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
+    """How per-token losses are averaged (the released run's seq-mean-token-mean)."""
 
 
 def local_part(rollout, cfg: Config):
@@ -150,11 +140,12 @@ def loss(stats, rollout, adv, cfg: Config, state):
     local, weight, _ = local_part(rollout, cfg)
     local_adv = ops.broadcast_to_tokens(weight * local, rollout)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
-    pg_global, clipped_global = ops.clipped_surrogate(ratio, adv - local_adv, cfg.clip_eps, cfg.clip_eps, cfg.dual_clip)
-    pg_local, clipped_local = ops.clipped_surrogate(ratio, local_adv, cfg.clip_eps, cfg.clip_eps, cfg.dual_clip)
+    eps_low, eps_high = cfg.clip_bounds
+    pg_global, clipped_global = ops.clipped_surrogate(ratio, adv - local_adv, eps_low, eps_high, cfg.dual_clip)
+    pg_local, clipped_local = ops.clipped_surrogate(ratio, local_adv, eps_low, eps_high, cfg.dual_clip)
     total, metrics = ops.regularised_policy_loss(
         pg_global + pg_local, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["clip_frac_global"] = ops.masked_mean(clipped_global.astype(jnp.float32), ops.weighted_mask(rollout))
     metrics["blend_weight"] = ops.masked_mean(weight, rollout.sample_weight)
@@ -168,6 +159,8 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
-    | ({"answer_ids"} if cfg.answer_key == "answer_ids" else set()),
+    needs=lambda cfg: frozenset({"answer_ids"} if cfg.answer_key == "answer_ids" else ()),
+    # The loss recomputes the blending weight w and A^loc from the rollout, so
+    # only the consistency coefficient of the global reward is the estimator's.
+    estimator_fields=("consistency_coef",),
 ))

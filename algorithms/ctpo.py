@@ -45,32 +45,22 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_low: float = 0.025
+class Config(pieces.GroupStd, pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
+    clip_low: float = pieces.setting(0.025, ge=0.0)
     """c_low: log-space lower clip base; the bound at position t is −c_low·t^p."""
-    clip_high: float = 0.05
+    clip_high: float = pieces.setting(0.05, ge=0.0)
     """c_high: log-space upper clip base; the bound at position t is c_high·t^p."""
-    clip_dual: float | None = 0.05
+    clip_dual: float | None = pieces.setting(0.05, gt=0.0)
     """c_dual: log-space dual-clip base, threshold exp(c_dual·t^p) for Â < 0 (None: off)."""
     position_power: float = 0.5
     """p: exponent of the position scaling t^p (0: uniform clip)."""
     ratio_mode: Literal["cumprod", "geomean"] = "cumprod"
     """cumprod: log w_t = Σ_{s≤t} log ρ_s; geomean: the running mean of the log-ratios."""
-    std_eps: float = 1e-6
-    """ε_std of the GRPO group z-score advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (the recipe uses none)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation (verl's default token-mean)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -101,7 +91,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     pg, clipped = ops.clipped_surrogate(weight, adv, eps_low, eps_high, dual)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["token_ratio_mean"] = ops.masked_mean(jnp.exp(log_ratio), ops.weighted_mask(rollout))
     return total, metrics | ops.ratio_metrics(weight, clipped, rollout)
@@ -114,5 +104,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps",),
 ))

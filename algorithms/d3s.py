@@ -17,7 +17,7 @@ keeps, on top of GRPO's advantages Â_i (group z-score):
 3. a dynamic schedule: the keep ratios ρ_s, ρ_t rise linearly from
    `*_start` (aggressive) to `*_end` (relaxed) over `schedule_steps`
    batches, like a curriculum.
-The loss is GRPO's clipped surrogate with β.
+The loss is GRPO's clipped surrogate with its KL term (weight kl_coef).
 
 [inferred] details. The maximum-variance subset of size m of K numbers
 consists of the j largest and m − j smallest for some j, so it is found
@@ -25,7 +25,7 @@ exactly by scanning j = 0..m over the sorted group (ties broken by row
 order). Down-sampling is applied as a selection of advantages: a dropped
 row or token gets Â = 0, so it contributes no policy-gradient term while
 the aggregation normaliser stays that of the full batch (a KL term, when
-β > 0, still covers every trained token). The keep ratios and the schedule
+kl_coef > 0, still covers every trained token). The keep ratios and the schedule
 length are not in the abstract: 0.5 → 1.0 over 100 batches here.
 Searched and not found: the method section (arxiv.org/html/2509.22115v1,
 the ICLR 2026 listing on mlanthology.org, and the summaries on arxivlens,
@@ -63,36 +63,26 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    sample_keep_start: float = 0.5
+class Config(pieces.PolicyLoss, pieces.GroupStd):
+    sample_keep_start: float = pieces.setting(0.5, gt=0.0, le=1.0)
     """ρ_s at the first batch: fraction of each group's rollouts kept [inferred]."""
-    sample_keep_end: float = 1.0
+    sample_keep_end: float = pieces.setting(1.0, gt=0.0, le=1.0)
     """ρ_s after the schedule [inferred]."""
-    token_keep_start: float = 0.5
+    token_keep_start: float = pieces.setting(0.5, gt=0.0, le=1.0)
     """ρ_t at the first batch: fraction of the kept rows' tokens kept [inferred]."""
-    token_keep_end: float = 1.0
+    token_keep_end: float = pieces.setting(1.0, gt=0.0, le=1.0)
     """ρ_t after the schedule [inferred]."""
-    schedule_steps: int = 100
+    schedule_steps: int = pieces.setting(100, ge=0)
     """Batches over which the keep ratios rise linearly (0: always *_end) [inferred]."""
-    clip_eps: float = 0.2
-    """ε of GRPO's clipped surrogate."""
     scale_rewards: bool = True
     """GRPO's std-normalised group advantage."""
-    std_eps: float = 1e-6
-    """ε added to the group std."""
     aggregation: ops.Aggregation = "seq-mean-token-mean"
-    """Aggregation of GRPO's per-token loss."""
-    beta: float = 0.0
-    """Weight of GRPO's KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
+    """Aggregation of GRPO's per-token loss (GRPO's per-response mean, which D³S builds on)."""
 
 
 def init_state(cfg: Config):
@@ -158,16 +148,13 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """GRPO's clipped surrogate (the selection lives in the advantages)."""
+    eps_low, eps_high = cfg.clip_bounds
     total, metrics = ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation, eps_low=cfg.clip_eps, eps_high=cfg.clip_eps,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        stats, rollout, adv, cfg.aggregation, eps_low=eps_low, eps_high=eps_high,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["kept_frac"] = ops.masked_mean((adv != 0).astype(jnp.float32), ops.weighted_mask(rollout))
     return total, metrics
-
-
-def needs(cfg: Config) -> frozenset[str]:
-    return frozenset({"sample_entropy"}) | regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
 
 
 register(Algorithm(
@@ -178,5 +165,7 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     init_state=init_state,
-    needs=needs,
+    needs=frozenset({"sample_entropy"}),
+    estimator_fields=("sample_keep_start", "sample_keep_end", "token_keep_start", "token_keep_end",
+                      "schedule_steps", "scale_rewards", "std_eps"),
 ))

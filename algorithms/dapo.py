@@ -18,7 +18,7 @@ GRPO's advantage with four changes to its loss and data:
 1. Clip-Higher: decoupled bounds ε_low = 0.2, ε_high = 0.28.
 2. Token-level loss: token-mean over the whole batch (1/Σ|o_i|), not GRPO's
    per-sequence mean.
-3. No KL term (β = 0).
+3. No KL term (kl_coef = 0).
 4. Overlong reward shaping with L_max = 20480, L_cache = 4096 tokens
    (`ops.overlong_penalty`); |y| is the number of trained tokens of the row
    (Σ_t loss_mask), and a row flagged `truncated` gets −1.
@@ -27,23 +27,23 @@ GRPO's advantage with four changes to its loss and data:
 
 Where dynamic sampling lives. `advantages` returns only the advantage, so it
 cannot remove rows from the batch. The filter is therefore split in two:
-- `rlzoo.ops.drop_degenerate_groups(rollout)` sets sample_weight = 0 on every
-  group with all-equal rewards. The trainer calls it (when
-  `cfg.dynamic_sampling`) before `advantages` and before freezing the
-  normaliser, so the dropped rows also leave the token-mean denominator, as in
-  the paper, where the batch holds only kept groups. Re-sampling to refill the
-  batch is the trainer's job (the paper's outer loop): it draws further
-  batches of prompts, up to `--max-sampling-rounds`, until the batch is full
-  of groups whose rewards differ; what is still missing weighs 0.
+- The record's `group_filter` (`keep_groups`, on when `cfg.dynamic_sampling`)
+  marks the groups whose outcome rewards differ. The experience layer draws
+  further batches of prompts, up to `--max-sampling-rounds`, until the batch
+  is full of kept groups (the paper's outer loop), and the rejected groups
+  still in the batch get sample_weight = 0 before `advantages` and before the
+  normaliser is frozen (`rlzoo.experience.row_transforms.drop_degenerate_groups`),
+  so they also leave the token-mean denominator, as in the paper, where the
+  batch holds only kept groups.
 - `advantages` also sets Â = 0 on those groups. Without shaping, GRPO's z-score
   is already 0 there; with shaping, a group whose rows are all correct but of
   different lengths has non-zero shaped advantages, yet the paper filters on
   accuracy (the unshaped reward), so those rows must not train either. If the
-  trainer does not call the helper, the only difference from the paper is the
+  trainer does not apply the filter, the only difference from the paper is the
   token-mean denominator.
 
-Closest relative: GRPO with β = 0. With ε_high = ε_low, aggregation
-seq-mean-token-mean, no shaping and no filtering, DAPO is GRPO with β = 0.
+Closest relative: GRPO with kl_coef = 0. With ε_high = ε_low, aggregation
+seq-mean-token-mean, no shaping and no filtering, DAPO is GRPO with kl_coef = 0.
 
 Equivalents: TRL `GRPOTrainer(loss_type="dapo", epsilon_high=0.28, beta=0)`
 (TRL's default loss; its `mask_truncated_completions` is the paper's
@@ -64,38 +64,27 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps_low: float = 0.2
-    """ε_low: lower clip bound 1 − ε_low of the token ratio."""
-    clip_eps_high: float = 0.28
-    """ε_high: upper clip bound 1 + ε_high (Clip-Higher)."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Token-level loss: 1/Σ_i|o_i| Σ_i Σ_t over the whole batch."""
-    beta: float = 0.0
-    """KL-to-reference weight; the paper removes the KL term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    std_eps: float = 1e-6
-    """ε_std added to the group std of the (shaped) rewards."""
-    std_ddof: int = 1
+class Config(pieces.PolicyLoss, pieces.GroupStd):
+    clip_eps_high: float | None = pieces.setting(0.28, ge=0.0)
+    """ε_high: upper clip bound 1 + ε_high (the paper's Clip-Higher value)."""
+    std_ddof: int = pieces.setting(1, ge=0)
     """Delta degrees of freedom of the group std."""
     overlong_shaping: bool = True
     """Add the soft overlong punishment to the reward before the group z-score."""
-    max_response_length: int = 20480
+    max_response_length: int = pieces.setting(20480, ge=1)
     """L_max in tokens (the paper: 16384 expected + 4096 buffer)."""
-    overlong_buffer: int = 4096
+    overlong_buffer: int = pieces.setting(4096, ge=0)
     """L_cache: the punishment grows linearly over the last L_cache tokens before L_max."""
-    overlong_penalty_factor: float = 1.0
+    overlong_penalty_factor: float = pieces.setting(1.0, ge=0.0)
     """c: scale of the overlong punishment (verl `overlong_buffer.penalty_factor`)."""
     dynamic_sampling: bool = True
-    """Zero the advantage of groups whose rewards are all equal (see the module docstring)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
+    """Train only on groups whose rewards differ: refill the batch with them and zero
+    the advantage of the rest (see the module docstring)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -114,18 +103,24 @@ def advantages(rollout, cfg: Config, state):
     return ops.broadcast_to_tokens(adv, rollout), state
 
 
+def keep_groups(rollout, cfg: Config):
+    """[G] bool: the groups whose outcome rewards differ (None without dynamic sampling)."""
+    if not cfg.dynamic_sampling:
+        return None
+    return ~ops.group_view(ops.degenerate_groups(rollout.rewards, rollout.group_size), rollout.group_size)[:, 0]
+
+
 def loss(stats, rollout, adv, cfg: Config, state):
     """−J(θ): asymmetric clipped surrogate, token-mean aggregated."""
+    eps_low, eps_high = cfg.clip_bounds
     return ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation,
-        eps_low=cfg.clip_eps_low, eps_high=cfg.clip_eps_high,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        stats, rollout, adv, cfg.aggregation, eps_low=eps_low, eps_high=eps_high,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
 
 
 def needs(cfg: Config) -> frozenset[str]:
-    fields = regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
-    return fields | ({"truncated"} if cfg.overlong_shaping else frozenset())
+    return frozenset({"truncated"} if cfg.overlong_shaping else ())
 
 
 register(Algorithm(
@@ -136,4 +131,7 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     needs=needs,
+    group_filter=keep_groups,
+    estimator_fields=("std_eps", "std_ddof", "overlong_shaping", "max_response_length", "overlong_buffer",
+                      "overlong_penalty_factor"),
 ))

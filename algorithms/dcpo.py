@@ -55,32 +55,27 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.16
-    """ε_low of the dynamic lower bound."""
-    clip_eps_high: float = 0.2
-    """ε_high of the dynamic upper bound."""
-    dual_clip: float = 3.0
-    """Dual-clip bound c on negative advantages (verl's clip_ratio_c default)."""
-    ratio_cap: float = 10.0
+class Config(pieces.PolicyLoss, pieces.DualClip):
+    clip_eps_low: float = pieces.setting(0.16, ge=0.0)
+    """ε_low of the dynamic lower bound, ρ(1 − ρ)q ≤ ε_low (the reference repository's 0.16)."""
+    clip_eps_high: float | None = pieces.setting(0.2, ge=0.0)
+    """ε_high of the dynamic upper bound, ρ(ρ − 1)q ≤ ε_high (the reference repository's 0.2;
+    None: same as clip_eps_low)."""
+    dual_clip: float | None = pieces.setting(3.0, gt=1.0)
+    """Dual-clip bound c on negative advantages (verl's clip_ratio_c default, used by the reference code)."""
+    aggregation: ops.Aggregation = "seq-mean-token-sum"
+    """Aggregation: the paper's OTM loss is token-sum per response, mean over responses."""
+    ratio_cap: float = pieces.setting(10.0, gt=1.0)
     """Upper limit on the dynamic upper bound (the reference code uses max(c, 10))."""
     smooth_advantages: bool = True
     """Use SAS; False gives GRPO's per-step z-score (with ε_std = 0)."""
-    max_prompts: int = 1 << 16
+    max_prompts: int = pieces.setting(1 << 16, ge=1)
     """Slots of the per-prompt statistics table (prompt_ids are hashed mod this)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (DCPO uses none)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    aggregation: ops.Aggregation = "seq-mean-token-sum"
-    """Aggregation: the paper's OTM loss is token-sum per response, mean over responses."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
 
 
 def init_state(cfg: Config):
@@ -143,12 +138,12 @@ def clip_bounds(old_logp, eps_low: float, eps_high: float, ratio_cap: float):
 def loss(stats, rollout, adv, cfg: Config, state):
     """Clipped surrogate with per-token dynamic bounds, dual clip, OTM aggregation."""
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
-    lower, upper = clip_bounds(rollout.behaviour_logprobs, cfg.clip_eps, cfg.clip_eps_high,
-                               max(cfg.ratio_cap, cfg.dual_clip))
+    cap = cfg.ratio_cap if cfg.dual_clip is None else max(cfg.ratio_cap, cfg.dual_clip)
+    lower, upper = clip_bounds(rollout.behaviour_logprobs, *cfg.clip_bounds, cap)
     pg, clipped = ops.clipped_surrogate(ratio, adv, 1.0 - lower, upper - 1.0, cfg.dual_clip)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     mask = ops.weighted_mask(rollout)
     metrics["clip_upper_mean"] = ops.masked_mean(upper, mask)
@@ -157,8 +152,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
 
 
 def needs(cfg: Config) -> frozenset[str]:
-    fields = {"prompt_ids"} if cfg.smooth_advantages else set()
-    return frozenset(fields) | regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
+    return frozenset({"prompt_ids"} if cfg.smooth_advantages else ())
 
 
 register(Algorithm(
@@ -170,4 +164,5 @@ register(Algorithm(
     loss=loss,
     init_state=init_state,
     needs=needs,
+    estimator_fields=("smooth_advantages", "max_prompts"),
 ))

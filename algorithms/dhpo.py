@@ -46,34 +46,26 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    token_clip_low: float = 0.2
+class Config(pieces.GroupStd, pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
+    token_clip_low: float = pieces.setting(0.2, ge=0.0)
     """ε^tok_low: lower clip of the token ratio (GRPO's) [inferred]."""
-    token_clip_high: float = 0.2
+    token_clip_high: float = pieces.setting(0.2, ge=0.0)
     """ε^tok_high: upper clip of the token ratio [inferred]."""
-    seq_clip_low: float = 3e-4
+    seq_clip_low: float = pieces.setting(3e-4, ge=0.0)
     """ε^seq_low: lower clip of the sequence ratio (GSPO's) [inferred]."""
-    seq_clip_high: float = 4e-4
+    seq_clip_high: float = pieces.setting(4e-4, ge=0.0)
     """ε^seq_high: upper clip of the sequence ratio (GSPO's) [inferred]."""
     mixing: Literal["fixed", "entropy"] = "fixed"
     """fixed (averaged): w_t = token_weight; entropy: w_t = H_t / (H_t + H̄_response) [inferred form]."""
-    token_weight: float = 0.5
+    token_weight: float = pieces.setting(0.5, ge=0.0, le=1.0)
     """w for the fixed mixing (1: GRPO, 0: GSPO)."""
-    std_eps: float = 1e-6
-    """ε_std of the GRPO group z-score advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
     aggregation: ops.Aggregation = "seq-mean-token-mean"
     """Aggregation (GRPO / GSPO's per-response mean)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -109,7 +101,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     pg = jnp.maximum(unclipped, clipped)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     weights = ops.weighted_mask(rollout)
     metrics["seq_ratio_mean"] = ops.masked_mean(jax.lax.stop_gradient(seq_ratio), weights)
@@ -118,8 +110,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
 
 
 def needs(cfg: Config) -> frozenset[str]:
-    fields = {"sample_entropy"} if cfg.mixing == "entropy" else set()
-    return frozenset(fields) | regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
+    return frozenset({"sample_entropy"} if cfg.mixing == "entropy" else ())
 
 
 register(Algorithm(
@@ -130,4 +121,5 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     needs=needs,
+    estimator_fields=("std_eps",),
 ))

@@ -44,30 +44,20 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    eps_up_correct: float = 0.28
+class Config(pieces.GroupStd, pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
+    eps_up_correct: float = pieces.setting(0.28, ge=0.0)
     """ε_up^+: weights of correct-response (Â > 0) tokens are capped at 1 + ε_up^+ [inferred default]."""
-    eps_down_correct: float = 0.2
+    eps_down_correct: float = pieces.setting(0.2, ge=0.0, le=1.0)
     """ε_down^+: weights of correct-response tokens are floored at 1 − ε_down^+ [inferred default]."""
-    eps_up_incorrect: float = 4.0
+    eps_up_incorrect: float = pieces.setting(4.0, ge=0.0)
     """ε_up^−: weights of incorrect-response (Â ≤ 0) tokens are capped at 1 + ε_up^− [inferred default]."""
-    eps_down_incorrect: float = 1.0
+    eps_down_incorrect: float = pieces.setting(1.0, ge=0.0, le=1.0)
     """ε_down^−: weights of incorrect-response tokens are floored at 1 − ε_down^− [inferred default]."""
-    std_eps: float = 1e-6
-    """ε_std of the GRPO group z-score advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation (CISPO's token-mean)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -84,7 +74,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     weight = jnp.clip(ratio, low, high)
     return ops.weighted_score_function_loss(
         stats, rollout, adv, weight, cfg.aggregation, clipped=weight != ratio,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
 
 
@@ -95,5 +85,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps",),
 ))

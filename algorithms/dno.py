@@ -66,7 +66,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -111,4 +112,5 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     pairwise=True,
+    prepare=pair_groups,
 ))

@@ -28,7 +28,8 @@ import dataclasses
 
 import jax
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -59,4 +60,5 @@ register(Algorithm(
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,
+    prepare=pair_groups,
 ))

@@ -37,33 +37,25 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    delta_low: float = 0.05
+class Config(pieces.GroupStd, pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
+    delta_low: float = pieces.setting(0.05, ge=0.0)
     """δ_low: binary-KL radius for tokens with Â ≤ 0."""
-    delta_high: float = 0.05
+    delta_high: float = pieces.setting(0.05, ge=0.0)
     """δ_high: binary-KL radius for tokens with Â > 0."""
-    is_cap: float | None = None
+    is_cap: float | None = pieces.setting(None, gt=0.0)
     """C: truncated-IS cap on the (stop-gradient) ratio weight (None: no cap;
     verl's fallback is 20, the paper's script 10000)."""
     scale_rewards: bool = False
     """Divide group-centred rewards by the group std (the paper's script does not)."""
-    std_eps: float = 1e-6
-    """ε added to the group std when scale_rewards."""
     aggregation: ops.Aggregation = "seq-mean-token-sum-norm"
     """Aggregation of the per-token loss (the paper's script)."""
-    norm_len: int | None = None
+    norm_len: int | None = pieces.setting(None, ge=1)
     """Constant of seq-mean-token-sum-norm (None: the rollout length T)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (not used in the paper)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def binary_kl(old_logp, logp):
@@ -89,7 +81,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     weight = ratio if cfg.is_cap is None else jnp.minimum(ratio, cfg.is_cap)
     total, metrics = ops.weighted_score_function_loss(
         stats, rollout, adv, jnp.where(valid, weight, 0.0), cfg.aggregation,
-        clipped=~valid, kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator,
+        clipped=~valid, kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator,
         entropy_coef=cfg.entropy_coef, norm_len=cfg.norm_len,
     )
     metrics["binary_kl"] = ops.masked_mean(divergence, ops.weighted_mask(rollout))
@@ -103,5 +95,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("scale_rewards", "std_eps"),
 ))

@@ -14,7 +14,7 @@ Dr.GRPO removes both:
 where L_gen is a constant (the generation budget), the same for every row, so
 each token's weight no longer depends on the length of its response
 (aggregation seq-mean-token-sum-norm). Defaults: ε = 0.2 and no KL term (the
-paper's Oat-Zero recipe trains with β = 0 on rule-based rewards).
+paper's Oat-Zero recipe trains with no KL, kl_coef = 0, on rule-based rewards).
 
 Closest relative: GRPO. Dr.GRPO = GRPO with `scale_rewards=False` and
 `aggregation="seq-mean-token-sum-norm"`.
@@ -38,24 +38,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε: lower clip bound 1 − ε of the token ratio."""
-    clip_eps_high: float | None = None
-    """Upper clip bound 1 + ε_high (None: same as clip_eps)."""
-    beta: float = 0.0
-    """KL-to-reference weight (the paper's recipe uses none)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    norm_len: int | None = None
+class Config(pieces.RatioClip, pieces.KLPenalty, pieces.EntropyBonus):
+    norm_len: int | None = pieces.setting(None, ge=1)
     """L_gen: the constant every row's token sum is divided by (None: the rollout's length T)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -65,11 +55,11 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Clipped surrogate, Σ_t per row / L_gen, mean over rows."""
-    eps_high = cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high
+    eps_low, eps_high = cfg.clip_bounds
     return ops.clipped_policy_loss(
         stats, rollout, adv, "seq-mean-token-sum-norm",
-        eps_low=cfg.clip_eps, eps_high=eps_high, norm_len=cfg.norm_len,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        eps_low=eps_low, eps_high=eps_high, norm_len=cfg.norm_len,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
 
 
@@ -80,5 +70,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=(),  # the advantage R − mean_g R reads no setting
 ))

@@ -31,14 +31,16 @@ coefficient,
 whose gradient is that of (β_KL/2)[KL̄ − δ]₊² (official defaults δ = 1e-4,
 β_KL = 1000, estimator "kl" = k1, τ = 10, λ = 0.1).
 
-What `advantages` returns. DRPO's loss is not linear in a per-row advantage
-(the negative term is a log-sum-exp of the current scores), so `adv` holds
-the weight each row's score s_θ(y) gets in ∇J at π_θ = π_old, times K:
-+K·ŵ_i on correct rows, −K·softmax_{j∈N_g}(s_old(y_j)/τ) on incorrect rows,
-0 in skipped groups. It sums to 0 in every group, and with ratio 1 the
-gradient of the loss is exactly REINFORCE on `adv` with seq-mean-token-mean
-weights (tested). The loss reads ŵ from `adv` on the correct rows and
-recomputes the negative softmax from the current log-probs.
+What `advantages` returns: a dict of targets. DRPO's loss is not linear in a
+per-row advantage (the negative term is a log-sum-exp of the current
+scores), so "advantages" [B, T] holds the weight each row's score s_θ(y)
+gets in ∇J at π_θ = π_old, times K: +K·ŵ_i on correct rows,
+−K·softmax_{j∈N_g}(s_old(y_j)/τ) on incorrect rows, 0 in skipped groups. It
+sums to 0 in every group, and with ratio 1 the gradient of the loss is
+exactly REINFORCE on it with seq-mean-token-mean weights (tested). The loss
+reads "positive_weights" [B] (K·ŵ_i on the correct rows of groups with both
+outcomes, 0 elsewhere) and "negative" [B] (the incorrect rows of those
+groups), and recomputes the negative softmax from the current log-probs.
 
 Inputs: correct = `rewards` > `correct_threshold` (binary {0, 1} rewards in
 the paper). The length reward is r_len = 1 − |y|/L_max with |y| = Σ_t
@@ -72,27 +74,27 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
 from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    tau: float = 10.0
+class Config(pieces.ConfigBase):
+    tau: float = pieces.setting(10.0, gt=0.0)
     """τ: temperature of the log-sum-exp over incorrect responses."""
-    lam: float = 0.1
+    lam: float = pieces.setting(0.1, gt=0.0)
     """λ: KL weight of the optimal positive distribution (temperature of the
     length weights; official `tau2`). Larger λ, weaker length preference."""
     correct_threshold: float = 0.5
     """A response is correct when its reward exceeds this."""
-    max_length: int | None = None
+    max_length: int | None = pieces.setting(None, gt=0)
     """L_max in r_len = 1 − |y|/L_max (the generation budget; None: the rollout width T)."""
-    length_component: int | None = None
+    length_component: int | None = pieces.setting(None, ge=0)
     """Read r_len from this column of `reward_components` instead of the mask length."""
-    kl_delta: float = 1e-4
+    kl_delta: float = pieces.setting(1e-4, ge=0.0)
     """δ: trust-region radius of the KL(π_old‖π_θ) penalty."""
-    kl_beta: float = 1000.0
-    """β_KL: penalty weight."""
+    kl_beta: float = pieces.setting(1000.0, ge=0.0)
+    """β_KL: weight of the KL(π_old‖π_θ) trust-region penalty (not a KL to the reference)."""
     kl_estimator: ops.KLEstimator = "k1"
     """Estimator of KL(π_old‖π_θ) per token (official `ppo_kl_type=kl` is k1)."""
 
@@ -116,25 +118,29 @@ def _length_reward(rollout, cfg: Config):
 
 
 def advantages(rollout, cfg: Config, state):
-    """K·ŵ_i on correct rows, −K·softmax(s_old/τ) on incorrect rows (see module doc)."""
+    """{"advantages": K·ŵ_i on correct rows, −K·softmax(s_old/τ) on incorrect rows (see
+    module doc), "positive_weights": [B] K·ŵ_i, "negative": [B] the incorrect rows}."""
     pos, neg = _partition(rollout, cfg)
     k = rollout.group_size
     w_pos = ops.group_masked_softmax(_length_reward(rollout, cfg) / cfg.lam, pos, k)
     s_old = ops.sequence_mean(rollout.behaviour_logprobs, rollout.loss_mask)
     w_neg = ops.group_masked_softmax(s_old / cfg.tau, neg, k)
-    return ops.broadcast_to_tokens(k * (w_pos - w_neg), rollout), state
+    adv = ops.broadcast_to_tokens(k * (w_pos - w_neg), rollout)
+    # K·ŵ_i read back from the token array, as the loss did before the targets
+    # were a dict (bit-identical; K·w_pos differs from it by rounding only).
+    positive = jnp.where(pos, ops.sequence_mean(adv, rollout.loss_mask), 0.0)
+    return {"advantages": adv, "positive_weights": positive, "negative": neg}, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """−J(θ) + β_KL·[KL̄ − δ]₊·KL̄ with the positive weights ŵ = adv/K."""
-    pos, neg = _partition(rollout, cfg)
+def loss(stats, rollout, targets, cfg: Config, state):
+    """−J(θ) + β_KL·[KL̄ − δ]₊·KL̄ with the positive weights K·ŵ from the targets."""
+    neg = targets["negative"]
     k = rollout.group_size
     scores = ops.sequence_mean(stats.logprobs, rollout.loss_mask)
-    pos_weight = jnp.where(pos, ops.sequence_mean(adv, rollout.loss_mask), 0.0)
     neg_term = cfg.tau * ops.group_masked_logmeanexp(scores / cfg.tau, neg, k)
     neg_count = ops.group_view(neg, k).sum(axis=1)
     neg_share = jnp.repeat(k * neg_term / jnp.maximum(neg_count, 1), k)
-    per_row = jnp.where(neg, neg_share, 0.0) - pos_weight * scores
+    per_row = jnp.where(neg, neg_share, 0.0) - targets["positive_weights"] * scores
     pg_loss = ops.aggregate_rows(per_row, rollout)
     kl_per_token = ops.kl_estimate(rollout.behaviour_logprobs, stats.logprobs, cfg.kl_estimator)
     kl = ops.aggregate(kl_per_token, rollout, "token-mean")
@@ -154,6 +160,9 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     needs=lambda cfg: frozenset({"reward_components"}) if cfg.length_component is not None else frozenset(),
+    # The KL̄ of the trust region is an `ops.aggregate` over the whole minibatch: microbatch parts add up.
+    metric_reductions={"ppo_kl": "sum"},
+    estimator_fields=("lam", "correct_threshold", "max_length", "length_component"),
     exemptions={
         "microbatch": "the trust-region coefficient β_KL·[KL̄ − δ]₊ uses the KL(π_old‖π_θ) "
                       "averaged over the whole minibatch, which a microbatch cannot see",

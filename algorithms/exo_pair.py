@@ -29,7 +29,8 @@ import math
 
 import jax
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -70,4 +71,5 @@ register(Algorithm(
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,
+    prepare=pair_groups,
 ))

@@ -15,7 +15,9 @@ the batch:
     Â_{i,t} = (S_i − mean_B S) / sqrt(var_B S + ε)                batch whitening
 
 and the loss is GRPO's clipped surrogate on Â (official verl run: ε = 0.2,
-no KL loss, verl's token-mean aggregation of that version).
+no KL loss, verl's token-mean aggregation of that version). This file is
+the estimator only: `get_algorithm("gdpo")` pairs it with `grpo`'s loss at
+`kl_coef` = 0 and aggregation token-mean.
 
 Batch whitening: the official verl implementation whitens the advantage
 over all trained tokens of the batch (`masked_whiten(adv, response_mask)`,
@@ -27,7 +29,7 @@ uses the biased one, a factor N/(N − 1) on the variance over N tokens.)
 
 Reduction to GRPO (tested): with one component (C = 1, w = 1) and
 `whiten="none"`, Â is GRPO's advantage of r_1 and the loss and gradient are
-GRPO's (β = 0, same clip and aggregation). With whitening, Â = (A − m)/s for
+GRPO's (`kl_coef` = 0, same clip and aggregation). With whitening, Â = (A − m)/s for
 the token-level mean m and std s of GRPO's advantages A over the batch: the
 same direction per row up to that batch-wide affine map. Note m ≠ 0 in
 general because the token-level mean weighs rows by their length.
@@ -52,35 +54,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pieces.GroupStd):
     component_weights: tuple[float, ...] | None = None
     """w_k, one per column of `reward_components` (None: all 1, as in the official run)."""
-    std_eps: float = 1e-6
-    """ε_std added to each component's group std (verl)."""
-    std_ddof: int = 1
+    std_ddof: int = pieces.setting(1, ge=0)
     """Delta degrees of freedom of the group std (1: unbiased, as in verl and TRL)."""
     whiten: Literal["tokens", "rows", "none"] = "tokens"
     """Batch whitening of the summed advantage: over trained tokens (official
     verl code), over responses (TRL), or none."""
-    whiten_eps: float = 1e-8
+    whiten_eps: float = pieces.setting(1e-8, ge=0.0)
     """ε added to the batch variance before the square root."""
-    clip_eps: float = 0.2
-    """ε: clip bound 1 ± ε of the ratio."""
-    clip_eps_high: float | None = None
-    """Upper clip bound 1 + ε_high (None: same as clip_eps)."""
-    beta: float = 0.0
-    """Weight of the KL-to-reference term (the official run has no KL loss)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """How per-token losses are averaged (token mean in the official verl version)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def decoupled_sum(rollout, cfg: Config):
@@ -109,21 +97,14 @@ def advantages(rollout, cfg: Config, state):
     return adv, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """GRPO's clipped surrogate (plus optional KL / entropy) on the GDPO advantages."""
-    return ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation,
-        eps_low=cfg.clip_eps, eps_high=cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
-    )
-
-
 register(Algorithm(
     name="gdpo",
     family="advantage",
     paper="GDPO: Group reward-Decoupled Normalization Policy Optimization for Multi-reward RL Optimization (Liu et al., 2026, arXiv:2601.05242)",
     Config=Config,
     advantages=advantages,
-    loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef) | {"reward_components"},
+    loss=None,
+    default_loss="grpo",
+    loss_defaults={"kl_coef": 0.0, "aggregation": "token-mean"},
+    needs=frozenset({"reward_components"}),
 ))

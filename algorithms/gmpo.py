@@ -16,7 +16,7 @@ clipped one-sidedly in log space (PPO's pessimistic min, sign-aware),
 Because the geometric mean is robust to outliers, the clip range is much
 wider than GRPO's: ratios in (e^−0.4, e^0.4), i.e. ε_low = ε_high = 0.4 in log
 space. Advantages are GRPO's group z-score (the official code divides by
-std + 1e-8); no KL term (β = 0).
+std + 1e-8); no KL term (kl_coef = 0).
 
 Unlike GSPO, whose sequence ratio is clipped as a whole, GMPO clips every
 token before the geometric mean, so only the out-of-range tokens stop
@@ -44,26 +44,20 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps_low: float = 0.4
+class Config(pieces.GroupStd, pieces.KLPenalty, pieces.EntropyBonus):
+    clip_eps_low: float = pieces.setting(0.4, ge=0.0)
     """ε_low in log space: token ratios are clipped below at e^−ε_low."""
-    clip_eps_high: float = 0.4
+    clip_eps_high: float = pieces.setting(0.4, ge=0.0)
     """ε_high in log space: token ratios are clipped above at e^ε_high."""
-    beta: float = 0.0
-    """KL-to-reference weight (0 in the paper); the KL is averaged within each response."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    std_eps: float = 1e-8
+    std_eps: float = pieces.setting(1e-8, gt=0.0)
     """ε_std added to the group std (1e-8 in the official code)."""
-    std_ddof: int = 1
+    std_ddof: int = pieces.setting(1, ge=0)
     """Delta degrees of freedom of the group std."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -82,7 +76,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     seq_ratio = jnp.exp(ops.sequence_mean(pessimistic, rollout.loss_mask))
     total, metrics = ops.regularised_policy_loss(
         ops.broadcast_to_tokens(-seq_adv * seq_ratio, rollout), stats, rollout, "seq-mean-token-mean",
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     return total, metrics | ops.ratio_metrics(jnp.exp(log_ratio), pessimistic != log_ratio, rollout)
 
@@ -94,5 +88,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps", "std_ddof"),
 ))

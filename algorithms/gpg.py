@@ -53,28 +53,20 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation, pieces.GroupStd):
     accurate_gradient: bool = True
     """AGE: scale advantages by α = min(B / (B − M), max_alpha) (False: α = 1)."""
-    max_alpha: float = 20.0
+    max_alpha: float = pieces.setting(20.0, ge=1.0)
     """α_max: the official loss is divided by max((B − M)/B, 0.05), i.e. α ≤ 20."""
     std_normalise: bool = False
     """F_norm = group std of the rewards (+ std_eps) instead of 1."""
-    std_eps: float = 1e-4
-    """ε added to the group std when std_normalise (official code: 1e-4)."""
-    aggregation: ops.Aggregation = "token-mean"
-    """1/Σ_i|o_i| Σ_i Σ_t over the batch."""
-    kl_coef: float = 0.0
-    """KL-to-reference weight (GPG uses none)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when kl_coef > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
+    std_eps: float = pieces.setting(1e-4, gt=0.0)
+    """ε added to the group std when std_normalise (the official code's 1e-4)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -108,5 +100,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("accurate_gradient", "max_alpha", "std_normalise", "std_eps"),
 ))

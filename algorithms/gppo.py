@@ -38,28 +38,16 @@ import dataclasses
 
 import jax
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε_l: lower bound 1 − ε_l of the (gradient-preserving) clip window."""
-    clip_eps_high: float = 0.28
-    """ε_h: upper bound 1 + ε_h (clip-higher)."""
-    dual_clip: float | None = 10.0
+class Config(pieces.PolicyLoss, pieces.DualClip, pieces.GroupStd):
+    clip_eps_high: float | None = pieces.setting(0.28, ge=0.0)
+    """ε_h: upper bound 1 + ε_h of the gradient-preserving clip window (the recipe's clip-higher value)."""
+    dual_clip: float | None = pieces.setting(10.0, gt=1.0)
     """Dual-clip bound c on negative-advantage tokens (the recipe's clip_ratio_c; None: off)."""
-    std_eps: float = 1e-6
-    """ε_std added to the group std of the GRPO advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (the recipe uses none)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation of the per-token losses (the recipe's loss_agg_mode)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (the recipe uses 0)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -73,12 +61,13 @@ def loss(stats, rollout, adv, cfg: Config, state):
     scale = ratio / jax.lax.stop_gradient(ratio)  # value 1, gradient ∇log π
     # clipped_surrogate clips to [1 − eps_low, 1 + eps_high]; these "eps" make
     # the bounds (1 − ε_l)·scale and (1 + ε_h)·scale, carrying the gradient.
-    eps_low = 1.0 - (1.0 - cfg.clip_eps) * scale
-    eps_high = (1.0 + cfg.clip_eps_high) * scale - 1.0
+    clip_low, clip_high = cfg.clip_bounds
+    eps_low = 1.0 - (1.0 - clip_low) * scale
+    eps_high = (1.0 + clip_high) * scale - 1.0
     pg, clipped = ops.clipped_surrogate(ratio, adv, eps_low, eps_high, cfg.dual_clip)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)
 
@@ -90,5 +79,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps",),
 ))

@@ -16,12 +16,20 @@ inside the per-response average:
     ρ_{i,t}  = π_θ(o_{i,t} | q, o_{i,<t}) / π_old(o_{i,t} | q, o_{i,<t})
     D_KL,t   = π_ref/π_θ − log(π_ref/π_θ) − 1          (the k3 estimator)
 
-The loss is −J. Paper defaults: ε = 0.2, β = 0.04. Closest relative: PPO
-with the critic replaced by the group baseline and KL moved from the reward
-into the loss.
+The loss is −J. Paper defaults: ε = 0.2 (`clip_eps_low`; `clip_eps_high`
+None keeps the range symmetric), β = 0.04 (`kl_coef`), k3 (`kl_estimator`).
+Closest relative: PPO with the critic replaced by the group baseline and KL
+moved from the reward into the loss.
 
-Equivalents: TRL `GRPOTrainer(loss_type="grpo")` (note TRL's std epsilon
-1e-4 and default β = 0); verl `adv_estimator=grpo`, `loss_mode=vanilla`,
+Config: the shared `pieces.PolicyLoss` (clip bounds, KL, entropy,
+aggregation), `pieces.DualClip` and `pieces.GroupStd`, plus the estimator's
+own `scale_rewards` and `std_ddof`. The estimator fields (`scale_rewards`,
+`std_eps`, `std_ddof`) are read by `advantages` only, so this loss pairs with
+any other estimator (`rlzoo train --algo grpo --advantage rloo`).
+
+Equivalents: TRL `GRPOTrainer(loss_type="grpo")` (TRL's `beta` is `kl_coef`
+here; note TRL's std epsilon 1e-4 and default beta = 0); verl
+`adv_estimator=grpo`, `loss_mode=vanilla`,
 `loss_agg_mode=seq-mean-token-mean`, `use_kl_loss=True`,
 `kl_loss_type=low_var_kl`.
 """
@@ -30,49 +38,33 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε: lower clip bound 1 − ε of the ratio."""
-    clip_eps_high: float | None = None
-    """Upper clip bound 1 + ε_high (None: same as clip_eps)."""
-    dual_clip: float | None = None
-    """Dual-clip bound c > 1 on negative-advantage tokens (None: off)."""
-    beta: float = 0.04
-    """β: weight of the KL-to-reference term (0 drops the reference model)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator (k1, k2, k3); the paper uses k3."""
+class Config(pieces.PolicyLoss, pieces.DualClip, pieces.GroupStd):
+    kl_coef: float = pieces.setting(0.04, ge=0.0)
+    """β: weight of the KL-to-reference term (the paper's 0.04, section 4.1; 0 drops the reference model)."""
+    aggregation: ops.Aggregation = "seq-mean-token-mean"
+    """How per-token losses are averaged (the paper's objective: 1/G Σ_i 1/|o_i| Σ_t)."""
     scale_rewards: bool = True
     """Divide group-centred rewards by the group std (False gives Dr.GRPO's advantage)."""
-    std_eps: float = 1e-6
-    """ε_std added to the group std."""
-    std_ddof: int = 1
+    std_ddof: int = pieces.setting(1, ge=0)
     """Delta degrees of freedom of the group std (1: unbiased, as in TRL and verl)."""
-    aggregation: ops.Aggregation = "seq-mean-token-mean"
-    """How per-token losses are averaged (the paper: 1/G Σ_i 1/|o_i| Σ_t)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
 
 
 def advantages(rollout, cfg: Config, state):
     """Â_i = (r_i − mean_g r) / (std_g r + ε_std), broadcast to the tokens of row i."""
-    if cfg.scale_rewards:
-        adv = ops.group_zscore(rollout.rewards, rollout.group_size, cfg.std_eps, cfg.std_ddof)
-    else:
-        adv = ops.group_centre(rollout.rewards, rollout.group_size)
-    return ops.broadcast_to_tokens(adv, rollout), state
+    return ops.group_advantage(rollout, scale=cfg.scale_rewards, eps=cfg.std_eps, ddof=cfg.std_ddof), state
 
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−J(θ): clipped surrogate plus β·KL per token, then `cfg.aggregation`."""
+    eps_low, eps_high = cfg.clip_bounds
     return ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation,
-        eps_low=cfg.clip_eps, eps_high=cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high,
-        dual_clip=cfg.dual_clip, kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        stats, rollout, adv, cfg.aggregation, eps_low=eps_low, eps_high=eps_high, dual_clip=cfg.dual_clip,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
 
 
@@ -83,5 +75,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("scale_rewards", "std_eps", "std_ddof"),
 ))

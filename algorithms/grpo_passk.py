@@ -17,7 +17,9 @@ depend on y_i; the leave-one-out choice is the best reward of the others:
 which is r_max − r_2nd for the single best sample and 0 for every other one.
 verl optionally divides by the group std (+ ε), as GRPO does
 (`norm_adv_by_std_in_grpo`, default on). The policy loss is GRPO's token-ratio
-clipped surrogate with verl's defaults (ε = 0.2, token-mean, no KL).
+clipped surrogate with verl's defaults (ε = 0.2, token-mean, no KL), so this
+file is the estimator only: `get_algorithm("grpo_passk")` pairs it with
+`grpo`'s loss at `kl_coef` = 0 and aggregation token-mean.
 
 Ties are permutation-invariant by construction: if two or more samples share
 the best reward, max_{j≠i} R_j = max_j R_j for every i and all advantages are
@@ -43,30 +45,16 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pieces.GroupStd):
     norm_by_std: bool = True
     """Divide by the group std of the rewards (+ std_eps), verl's `norm_adv_by_std_in_grpo`."""
-    std_eps: float = 1e-6
-    """ε added to the group std."""
-    std_ddof: int = 1
+    std_ddof: int = pieces.setting(1, ge=0)
     """Delta degrees of freedom of the group std (torch.std default: 1)."""
-    clip_eps: float = 0.2
-    """ε: token-ratio clip [1 − ε, 1 + ε_high] of the policy loss."""
-    clip_eps_high: float | None = None
-    """ε_high (None: same as clip_eps)."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation of the policy loss (verl default)."""
-    beta: float = 0.0
-    """KL-to-reference loss weight."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -82,21 +70,13 @@ def advantages(rollout, cfg: Config, state):
     return ops.broadcast_to_tokens(adv, rollout), state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """GRPO's clipped surrogate on the pass@k advantages."""
-    eps_high = cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high
-    return ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation, eps_low=cfg.clip_eps, eps_high=eps_high,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
-    )
-
-
 register(Algorithm(
     name="grpo_passk",
     family="advantage",
     paper="Optimizing Language Models for Inference Time Objectives using Reinforcement Learning (Tang et al., 2025, arXiv:2503.19595)",
     Config=Config,
     advantages=advantages,
-    loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    loss=None,
+    default_loss="grpo",
+    loss_defaults={"kl_coef": 0.0, "aggregation": "token-mean"},
 ))

@@ -14,8 +14,9 @@ sequence likelihood ratio:
 
 Whole responses are clipped (kept or dropped together). Because s_i is a
 geometric mean, its deviation from 1 is small, so the clip range is tiny: the
-paper uses ε_low = 3e-4, ε_high = 4e-4. No KL term in the paper; β > 0 adds
-GRPO's per-token KL averaged within each response (as TRL and verl do).
+paper uses ε_low = 3e-4, ε_high = 4e-4 (`clip_eps_low`, `clip_eps_high`). No
+KL term in the paper; `kl_coef` > 0 adds GRPO's per-token KL averaged within
+each response (as TRL and verl do).
 
 Gradient: ∇J = 1/G Σ_i s_i Â_i · 1/|y_i| Σ_t ∇log π_θ(y_{i,t}) on unclipped
 responses, so every token of a response gets the same weight.
@@ -41,26 +42,18 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps_low: float = 3e-4
-    """ε_low: the sequence ratio is clipped below at 1 − ε_low."""
-    clip_eps_high: float = 4e-4
-    """ε_high: the sequence ratio is clipped above at 1 + ε_high."""
-    beta: float = 0.0
-    """KL-to-reference weight (0 in the paper)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    std_eps: float = 1e-6
-    """ε_std added to the group std of the rewards."""
-    std_ddof: int = 1
+class Config(pieces.RatioClip, pieces.KLPenalty, pieces.EntropyBonus, pieces.GroupStd):
+    clip_eps_low: float = pieces.setting(3e-4, ge=0.0)
+    """ε_low: the sequence ratio is clipped below at 1 − ε_low (the paper's 3e-4, section 5.1)."""
+    clip_eps_high: float | None = pieces.setting(4e-4, ge=0.0)
+    """ε_high: the sequence ratio is clipped above at 1 + ε_high (the paper's 4e-4, section 5.1)."""
+    std_ddof: int = pieces.setting(1, ge=0)
     """Delta degrees of freedom of the group std."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -72,12 +65,12 @@ def loss(stats, rollout, adv, cfg: Config, state):
     """−J(θ): per-response clipped surrogate on s_i, mean over responses."""
     seq_ratio = jnp.exp(ops.sequence_log_ratio(stats.logprobs, rollout.behaviour_logprobs, rollout.loss_mask))
     seq_adv = ops.sequence_mean(adv, rollout.loss_mask)
-    per_row, clipped = ops.clipped_surrogate(seq_ratio, seq_adv, cfg.clip_eps_low, cfg.clip_eps_high)
+    per_row, clipped = ops.clipped_surrogate(seq_ratio, seq_adv, *cfg.clip_bounds)
     # A per-row value on every trained token, then the per-row token mean: exactly ℓ_i per response,
     # with the KL / entropy terms averaged inside each response like GRPO's.
     total, metrics = ops.regularised_policy_loss(
         ops.broadcast_to_tokens(per_row, rollout), stats, rollout, "seq-mean-token-mean",
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     on_tokens = ops.broadcast_to_tokens(seq_ratio, rollout)
     clipped_tokens = ops.broadcast_to_tokens(clipped.astype(jnp.float32), rollout)
@@ -91,5 +84,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps", "std_ddof"),
 ))

@@ -14,7 +14,7 @@ s_{i,t} equals s_i in value (so a response is clipped as a whole when its
 advantage is constant), and its gradient is s_i ∇log π_θ(y_{i,t}). With
 Â_{i,t} = Â_i the value and the gradient are exactly GSPO's (checked in
 tests/algorithms/test_gspo_token.py). Defaults as GSPO: ε_low = 3e-4,
-ε_high = 4e-4, no KL.
+ε_high = 4e-4, no KL (`kl_coef` = 0).
 
 Closest relative: GSPO (`gspo`), of which this is the per-token-advantage
 form; with one token per response it is GRPO's token-level clipped surrogate.
@@ -33,27 +33,18 @@ from __future__ import annotations
 
 import dataclasses
 
-
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps_low: float = 3e-4
-    """ε_low: s_{i,t} is clipped below at 1 − ε_low."""
-    clip_eps_high: float = 4e-4
-    """ε_high: s_{i,t} is clipped above at 1 + ε_high."""
-    beta: float = 0.0
-    """KL-to-reference weight (0 in the paper)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    std_eps: float = 1e-6
-    """ε_std added to the group std of the rewards."""
-    std_ddof: int = 1
+class Config(pieces.RatioClip, pieces.KLPenalty, pieces.EntropyBonus, pieces.GroupStd):
+    clip_eps_low: float = pieces.setting(3e-4, ge=0.0)
+    """ε_low: s_{i,t} is clipped below at 1 − ε_low (GSPO's 3e-4, section 5.1)."""
+    clip_eps_high: float | None = pieces.setting(4e-4, ge=0.0)
+    """ε_high: s_{i,t} is clipped above at 1 + ε_high (GSPO's 4e-4, section 5.1)."""
+    std_ddof: int = pieces.setting(1, ge=0)
     """Delta degrees of freedom of the group std."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -65,10 +56,10 @@ def loss(stats, rollout, adv, cfg: Config, state):
     """−J(θ) with s_{i,t} = sg[s_i] · π_θ / sg[π_θ], seq-mean-token-mean."""
     seq_log_ratio = ops.sequence_log_ratio(stats.logprobs, rollout.behaviour_logprobs, rollout.loss_mask)
     ratio = ops.stop_gradient_ratio(seq_log_ratio[:, None], stats.logprobs)
-    pg, clipped = ops.clipped_surrogate(ratio, adv, cfg.clip_eps_low, cfg.clip_eps_high)
+    pg, clipped = ops.clipped_surrogate(ratio, adv, *cfg.clip_bounds)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, "seq-mean-token-mean",
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)
 
@@ -80,5 +71,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps", "std_ddof"),
 ))

@@ -35,7 +35,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -69,4 +70,5 @@ register(Algorithm(
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,
+    prepare=pair_groups,
 ))

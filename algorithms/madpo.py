@@ -35,7 +35,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -101,4 +102,5 @@ register(Algorithm(
         {"ref_logprobs"} | ({"reward_components"} if cfg.margin_component is not None else set())
     ),
     pairwise=True,
+    prepare=pair_groups,
 ))

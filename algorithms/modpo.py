@@ -32,7 +32,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -90,4 +91,5 @@ register(Algorithm(
     loss=loss,
     needs=frozenset({"ref_logprobs", "reward_components"}),
     pairwise=True,
+    prepare=pair_groups,
 ))

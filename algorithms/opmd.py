@@ -46,26 +46,16 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    tau: float = 0.1
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation, pieces.GroupStd):
+    tau: float = pieces.setting(0.1, ge=0.0)
     """τ: weight of the per-token penalty (log π_θ − log π_old)² (½ folded in)."""
     scale_rewards: bool = False
     """Divide group-centred rewards by the group std (the paper's runs do not)."""
-    std_eps: float = 1e-6
-    """ε added to the group std when scale_rewards."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation (Trinity's masked_mean over the batch)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (0 in the paper's runs)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -79,7 +69,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     penalty = jnp.square(stats.logprobs - rollout.behaviour_logprobs)
     total, metrics = ops.regularised_policy_loss(
         pg + cfg.tau * penalty, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["pg_loss"] = ops.aggregate(pg, rollout, cfg.aggregation)
     metrics["proximal_penalty"] = ops.masked_mean(penalty, ops.weighted_mask(rollout))
@@ -94,5 +84,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("scale_rewards", "std_eps"),
 ))

@@ -18,7 +18,10 @@ Here L_i = Σ_t loss_mask[i, t] (trained tokens); a group with no trained
 token falls back to the plain mean. Aggregation: token-mean, which differs
 from the per-response token sum (seq-mean-token-sum, the g_i above) only by
 a batch constant, so the optimal-baseline derivation holds for both; the
-official code (verl v0.2.0) averages over tokens.
+official code (verl v0.2.0) averages over tokens. The loss is plain
+REINFORCE, so this file is the estimator only: `get_algorithm("opo")` pairs it
+with `reinforce`'s loss at aggregation token-mean (`kl_coef` = 0 and
+`entropy_coef` = 0: OPO uses neither).
 
 Closest relative: REINFORCE with the group-mean baseline (`reinforce`);
 with equal response lengths in a group, b is the group mean and OPO is
@@ -44,20 +47,13 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    aggregation: ops.Aggregation = "token-mean"
-    """Token-mean over the batch (verl v0.2.0's masked_mean, as in the official code)."""
-    kl_coef: float = 0.0
-    """KL-to-reference weight (OPO uses none)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when kl_coef > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (OPO uses none)."""
+class Config(pieces.ConfigBase):
+    """OPO's baseline has no settings: L_i is the trained-token count of row i."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -72,20 +68,13 @@ def advantages(rollout, cfg: Config, state):
     return ops.broadcast_to_tokens(adv, rollout), state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """−Σ w_t Â_t log π_θ(y_t) (exact on-policy: no ratio)."""
-    return ops.reinforce_loss(
-        stats, rollout, adv, cfg.aggregation,
-        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
-    )
-
-
 register(Algorithm(
     name="opo",
     family="advantage",
     paper="On-Policy RL with Optimal Reward Baseline (Hao et al., 2025, arXiv:2505.23585)",
     Config=Config,
     advantages=advantages,
-    loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef),
+    loss=None,
+    default_loss="reinforce",
+    loss_defaults={"aggregation": "token-mean"},
 ))

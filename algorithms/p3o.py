@@ -62,7 +62,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -123,4 +124,5 @@ register(Algorithm(
     loss=loss,
     needs=lambda cfg: frozenset({"ref_logprobs"} if cfg.kl_coef else set()),
     pairwise=True,
+    prepare=pair_groups,
 ))

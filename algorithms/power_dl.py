@@ -57,7 +57,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -120,4 +121,5 @@ register(Algorithm(
     init_state=init_state,
     needs=frozenset({"prompt_ids"}),
     pairwise=True,
+    prepare=pair_groups,
 ))

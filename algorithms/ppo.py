@@ -12,10 +12,12 @@ arXiv:2403.17031 (also TRL's `PPOConfig` defaults).
 Per-token rewards (the outcome reward on the last trained token unless the
 rollout carries `token_rewards`) minus a KL penalty at the behaviour policy:
 
-    r_t = r^task_t − β_KL (log π_old(y_t) − log π_ref(y_t))
+    r_t = r^task_t − β_KL (log π_old(y_t) − log π_ref(y_t))        (β_KL = kl_coef, k1 estimate)
 
 Advantages by GAE from the sampling-time critic values V_old
-(`Rollout.old_values`, 0 when absent), whitened over the batch:
+(`Rollout.old_values`, 0 when absent), whitened over the batch; `advantages`
+returns the targets {"advantages": Â, "returns": R} (the value target is
+computed once, outside the gradient, before whitening):
 
     δ_t = r_t + γ V_old(t+1) − V_old(t),   A_t = δ_t + γλ A_{t+1},   R_t = A_t + V_old(t)
     Â_t = (A_t − mean A) / std A
@@ -23,7 +25,7 @@ Advantages by GAE from the sampling-time critic values V_old
 Clipped surrogate (optionally dual-clipped, Ye et al. 2020,
 arXiv:1912.09729) and clipped value loss, token-mean aggregated:
 
-    L_π = −min(ρ_t Â_t, clip(ρ_t, 1 − ε, 1 + ε) Â_t)
+    L_π = −min(ρ_t Â_t, clip(ρ_t, 1 − ε_low, 1 + ε_high) Â_t)
     L_V = ½ max((V_θ(t) − R_t)², (clip(V_θ(t), V_old(t) − ε_V, V_old(t) + ε_V) − R_t)²)
     L   = L_π + c_V L_V
 
@@ -37,66 +39,63 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
 from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε: the ratio is clipped to [1 − ε, 1 + ε_high]."""
-    clip_eps_high: float | None = None
-    """ε_high (None: same as clip_eps)."""
-    dual_clip: float | None = None
-    """Dual-clip bound c > 1 for negative advantages (None: off)."""
-    gamma: float = 1.0
+class Config(pieces.PolicyLoss, pieces.DualClip):
+    gamma: float = pieces.setting(1.0, ge=0.0, le=1.0)
     """γ: discount over tokens."""
-    lam: float = 0.95
+    lam: float = pieces.setting(0.95, ge=0.0, le=1.0)
     """λ: GAE trace parameter."""
-    kl_coef: float = 0.05
-    """β_KL: KL-to-reference penalty in the per-token reward (0 drops the reference)."""
+    kl_coef: float = pieces.setting(0.05, ge=0.0)
+    """β_KL: KL-to-reference penalty in the per-token reward, not in the loss
+    (0 drops the reference; 0.05 from Huang et al. 2024 / TRL's `PPOConfig.kl_coef`)."""
+    kl_estimator: ops.KLEstimator = "k1"
+    """Estimator of the per-token reward KL at the behaviour policy
+    (k1 = log π_old − log π_ref, as in Ouyang et al. 2022 and TRL's default)."""
     whiten_advantages: bool = True
     """Whiten GAE advantages over the batch."""
-    vf_coef: float = 0.1
+    vf_coef: float = pieces.setting(0.1, ge=0.0)
     """c_V: weight of the value loss (0: no critic)."""
-    value_clip: float | None = 0.2
+    value_clip: float | None = pieces.setting(0.2, ge=0.0)
     """ε_V: clip of the value prediction around V_old (None: unclipped)."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation of the policy and value losses."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
-def _returns_and_advantages(rollout, cfg: Config):
-    rewards = rollout.token_rewards
-    if rewards is None:
-        rewards = ops.outcome_token_rewards(rollout)
-    rewards = rewards + ops.kl_reward_penalty(rollout, cfg.kl_coef)
-    values = rollout.old_values if rollout.old_values is not None else jnp.zeros_like(rewards)
-    return ops.gae(rewards, values, rollout.loss_mask, cfg.gamma, cfg.lam)
+def _kl_reward_penalty(rollout, cfg: Config):
+    """[B, T]: −β_KL·KL̂_t(π_old ‖ π_ref) on trained tokens (`ops.kl_reward_penalty` for k1)."""
+    if cfg.kl_estimator == "k1" or not cfg.kl_coef:
+        return ops.kl_reward_penalty(rollout, cfg.kl_coef)
+    kl = ops.kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, cfg.kl_estimator)
+    return jnp.where(rollout.loss_mask, -cfg.kl_coef * kl, 0.0)
 
 
 def advantages(rollout, cfg: Config, state):
-    """GAE over trained tokens, whitened over the batch."""
-    adv, _ = _returns_and_advantages(rollout, cfg)
+    """{"advantages": GAE over trained tokens, whitened over the batch,
+    "returns": the value targets R_t = A_t + V_old(t) (before whitening)}."""
+    rewards = rollout.token_rewards
+    if rewards is None:
+        rewards = ops.outcome_token_rewards(rollout)
+    rewards = rewards + _kl_reward_penalty(rollout, cfg)
+    values = rollout.old_values if rollout.old_values is not None else jnp.zeros_like(rewards)
+    adv, returns = ops.gae(rewards, values, rollout.loss_mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
         adv = ops.masked_whiten(adv, ops.weighted_mask(rollout))
-    return adv, state
+    return {"advantages": adv, "returns": returns}, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
+def loss(stats, rollout, targets, cfg: Config, state):
     """L_π + c_V L_V, aggregated with `cfg.aggregation`."""
+    eps_low, eps_high = cfg.clip_bounds
     total, metrics = ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation,
-        eps_low=cfg.clip_eps, eps_high=cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high,
-        dual_clip=cfg.dual_clip, entropy_coef=cfg.entropy_coef,
+        stats, rollout, targets["advantages"], cfg.aggregation,
+        eps_low=eps_low, eps_high=eps_high, dual_clip=cfg.dual_clip, entropy_coef=cfg.entropy_coef,
     )
     if cfg.vf_coef and stats.values is not None:
-        # The value target is recomputed here rather than carried: `adv` may be whitened.
-        _, returns = jax.lax.stop_gradient(_returns_and_advantages(rollout, cfg))
+        returns = targets["returns"]
         value_loss = jnp.square(stats.values - returns)
         if cfg.value_clip is not None and rollout.old_values is not None:
             clipped_values = rollout.old_values + jnp.clip(
@@ -109,13 +108,6 @@ def loss(stats, rollout, adv, cfg: Config, state):
     return total, metrics
 
 
-def needs(cfg: Config) -> frozenset[str]:
-    fields = {"values"} if cfg.vf_coef else set()
-    fields |= {"ref_logprobs"} if cfg.kl_coef else set()
-    fields |= {"entropy"} if cfg.entropy_coef else set()
-    return frozenset(fields)
-
-
 register(Algorithm(
     name="ppo",
     family="critic",
@@ -123,5 +115,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=needs,
+    needs=lambda cfg: frozenset({"values"} if cfg.vf_coef else ()),
 ))

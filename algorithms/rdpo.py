@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -67,4 +68,5 @@ register(Algorithm(
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,
+    prepare=pair_groups,
 ))

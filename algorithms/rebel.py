@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -74,4 +75,5 @@ register(Algorithm(
     loss=loss,
     needs=lambda cfg: frozenset({"ref_logprobs"} if cfg.kl_coef else set()),
     pairwise=True,
+    prepare=pair_groups,
 ))

@@ -40,7 +40,8 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -84,4 +85,5 @@ register(Algorithm(
     loss=loss,
     needs=lambda cfg: frozenset({"token_rewards"} if cfg.q_estimate == "reward-to-go" else set()),
     pairwise=True,
+    prepare=pair_groups,
 ))

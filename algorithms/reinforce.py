@@ -26,22 +26,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
     baseline: Literal["group-mean", "none"] = "group-mean"
     """Baseline subtracted from the reward: the group mean, or none (plain REINFORCE)."""
     aggregation: ops.Aggregation = "seq-mean-token-sum"
-    """Per-response token sum, mean over responses: the gradient of log π(y)."""
-    kl_coef: float = 0.0
-    """Weight of a KL-to-reference term in the loss (0: none)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for kl_coef > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
+    """Per-response token sum, mean over responses: the gradient of log π(y) (Williams' sequence-level estimator)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -69,5 +63,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("baseline",),
 ))

@@ -24,9 +24,13 @@ recipes add a KL loss (OpenRLHF `--use_kl_loss --kl_estimator k2`) with a
 task-specific coefficient, so `kl_coef` defaults to 0 and `kl_estimator` to
 k2 [inferred: from the OpenRLHF recipe, not the paper].
 
+The loss is GRPO's clipped surrogate, so this file is the estimator only:
+`get_algorithm("reinforce_pp")` pairs it with `grpo`'s loss at `kl_coef` = 0,
+`kl_estimator` = k2 and aggregation token-mean (ε = 0.2, no dual clip).
+
 Closest relative: GRPO (std per group instead of per batch). For one group
 of equal-length responses the advantage is GRPO's with the biased std
-(ddof = 0) and ε_std → 0.
+(`std_ddof` = 0) and ε_std → 0.
 
 Equivalents: verl `adv_estimator=reinforce_plus_plus_baseline`; OpenRLHF
 `--advantage_estimator reinforce_baseline`. No TRL equivalent.
@@ -40,26 +44,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε: lower clip bound 1 − ε of the token ratio."""
-    clip_eps_high: float | None = None
-    """Upper clip bound 1 + ε_high (None: same as clip_eps)."""
-    whiten_eps: float = 1e-8
+class Config(pieces.ConfigBase):
+    whiten_eps: float = pieces.setting(1e-8, ge=0.0)
     """ε added to the batch variance before the square root."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Token-mean over the batch (verl / OpenRLHF default)."""
-    kl_coef: float = 0.0
-    """KL-to-reference loss weight [inferred default 0; recipes tune it]."""
-    kl_estimator: ops.KLEstimator = "k2"
-    """KL estimator when kl_coef > 0 (k2 in the OpenRLHF recipe)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -68,21 +60,13 @@ def advantages(rollout, cfg: Config, state):
     return ops.masked_whiten(centred, ops.weighted_mask(rollout), cfg.whiten_eps), state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """PPO's clipped surrogate on the whitened advantages."""
-    eps_high = cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high
-    return ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation, eps_low=cfg.clip_eps, eps_high=eps_high,
-        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
-    )
-
-
 register(Algorithm(
     name="reinforce_pp",
     family="advantage",
     paper="REINFORCE++: An Efficient RLHF Algorithm with Robustness to Both Prompt and Reward Models (Hu et al., 2025, arXiv:2501.03262)",
     Config=Config,
     advantages=advantages,
-    loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef),
+    loss=None,
+    default_loss="grpo",
+    loss_defaults={"kl_coef": 0.0, "kl_estimator": "k2", "aggregation": "token-mean"},
 ))

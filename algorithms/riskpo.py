@@ -37,8 +37,10 @@ single paper.
 
 Defaults are the released script (`run_qwen2.5_1.5b_MVaR_math.sh`): α = 0.2,
 β = 0.9, ω = 1.5, credit "std", std normalisation on, natural baseline on,
-no KL loss, verl's dual-clip PPO loss (ε = 0.2, c = 3, token mean). Two
-deviations, both documented:
+no KL loss, verl's dual-clip PPO loss (ε = 0.2, c = 3, token mean). That
+loss is GRPO's, so this file is the estimator only: `get_algorithm("riskpo")`
+pairs it with `grpo`'s loss at `dual_clip` = 3, `kl_coef` = 0 and aggregation
+token-mean. Two deviations, both documented:
 - bundle_size defaults to 1, not the paper's 5: bundles need the number of
   groups in a batch to be a multiple of M, and the pairing of responses into
   papers by index within the group is arbitrary, so with M > 1 the
@@ -74,40 +76,33 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    alpha: float = 0.2
+class Config(pieces.ConfigBase):
+    alpha: float = pieces.setting(0.2, ge=0.0, le=1.0)
     """α: lower quantile level (start of the RVaR band, level of the CVaR tail)."""
-    beta_quantile: float = 0.9
+    beta_quantile: float = pieces.setting(0.9, ge=0.0, le=1.0)
     """β: upper quantile level of the RVaR band."""
-    mix_weight: float = 1.5
+    mix_weight: float = pieces.setting(1.5, ge=0.0)
     """ω: weight of CVaR_α against RVaR_{α:β} (0: RVaR only)."""
     natural_baseline: bool = True
     """Keep the a − b term of g, i.e. use the upper quantile b as baseline (official)."""
-    bundle_size: int = 1
+    bundle_size: int = pieces.setting(1, ge=1)
     """M: prompts per bundle (the paper uses 5; see the module docstring)."""
     credit: Literal["std", "uniform"] = "std"
     """How a paper's advantage is shared: divided by each prompt's reward std, or copied."""
     normalise: bool = True
     """Divide the paper advantage by the std of the bundle's paper scores."""
-    eps: float = 1e-6
+    eps: float = pieces.setting(1e-6, gt=0.0)
     """ε in the quantile-level and std divisions."""
-    clip_eps: float = 0.2
-    """ε: clip bound 1 ± ε of the ratio."""
-    dual_clip: float | None = 3.0
-    """Dual-clip bound c on negative-advantage tokens (verl's `clip_ratio_c`)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (no KL loss in the released script)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """How per-token losses are averaged (verl's default)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta_quantile < self.alpha:
+            raise ValueError(f"riskpo: --beta-quantile must be >= --alpha; got {self.beta_quantile!r} < {self.alpha!r}")
 
 
 def _std(x, axis):
@@ -147,21 +142,13 @@ def advantages(rollout, cfg: Config, state):
     return ops.broadcast_to_tokens(mvar_advantage(rollout.rewards, rollout.group_size, cfg), rollout), state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """verl's dual-clip PPO surrogate on the MVaR advantages."""
-    return ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation,
-        eps_low=cfg.clip_eps, eps_high=cfg.clip_eps, dual_clip=cfg.dual_clip,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
-    )
-
-
 register(Algorithm(
     name="riskpo",
     family="advantage",
     paper="RiskPO: Risk-based Policy Optimization via Verifiable Reward for LLM Post-Training (Ren et al., 2025, arXiv:2510.00911)",
     Config=Config,
     advantages=advantages,
-    loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    loss=None,
+    default_loss="grpo",
+    loss_defaults={"dual_clip": 3.0, "kl_coef": 0.0, "aggregation": "token-mean"},
 ))

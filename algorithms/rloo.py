@@ -10,7 +10,7 @@ With K responses per prompt, each response's baseline is the mean reward
 of the other K − 1, which is independent of y_i and so keeps the estimator
 unbiased:
 
-    R'_i = R_i − β Σ_t (log π_old(y_{i,t}) − log π_ref(y_{i,t}))   (KL folded into the reward)
+    R'_i = R_i − β Σ_t (log π_old(y_{i,t}) − log π_ref(y_{i,t}))   (KL folded into the reward, β = kl_coef)
     A_i  = R'_i − 1/(K − 1) Σ_{j≠i} R'_j  =  K/(K − 1) · (R'_i − mean_j R'_j)
     L(θ) = −1/N Σ_i A_i Σ_t log π_θ(y_{i,t} | y_{i,<t})
 
@@ -26,23 +26,32 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+import jax.numpy as jnp
+
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    kl_coef: float = 0.0
-    """β: KL-to-reference penalty folded into the reward (0: none; tuned per task in the paper)."""
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
+    kl_estimator: ops.KLEstimator = "k1"
+    """Estimator of the per-token KL folded into the reward, at the behaviour
+    policy (k1 = log π_old − log π_ref, the paper's sequence log-ratio)."""
     aggregation: ops.Aggregation = "seq-mean-token-sum"
-    """Per-response token sum: the response is one action."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
+    """Per-response token sum: the response is one action (the paper's sequence-level view)."""
+
+
+def _kl_reward_penalty(rollout, cfg: Config):
+    """[B, T]: −β·KL̂_t(π_old ‖ π_ref) on trained tokens (`ops.kl_reward_penalty` for k1)."""
+    if cfg.kl_estimator == "k1" or not cfg.kl_coef:
+        return ops.kl_reward_penalty(rollout, cfg.kl_coef)
+    kl = ops.kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, cfg.kl_estimator)
+    return jnp.where(rollout.loss_mask, -cfg.kl_coef * kl, 0.0)
 
 
 def advantages(rollout, cfg: Config, state):
     """A_i = R'_i − mean of the other K − 1 rewards of the group."""
-    rewards = rollout.rewards + ops.kl_reward_penalty(rollout, cfg.kl_coef).sum(axis=1)
+    rewards = rollout.rewards + _kl_reward_penalty(rollout, cfg).sum(axis=1)
     adv = rewards - ops.leave_one_out_baseline(rewards, rollout.group_size)
     return ops.broadcast_to_tokens(adv, rollout), state
 
@@ -59,5 +68,8 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef),
+    # kl_coef / kl_estimator are read by `advantages` only (the KL is folded into
+    # the reward), but they are not declared estimator fields: every KL-penalised
+    # loss has fields of these names, so `--advantage rloo` would clash with it.
+    # Paired as an estimator, RLOO runs without the reward KL.
 ))

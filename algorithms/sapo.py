@@ -21,7 +21,7 @@ this by negative updates spreading probability mass over many unsampled
 tokens, which destabilises training).
 As τ → 0 the gate tends to 2/τ + (r − 1), whose gradient is the unclipped
 surrogate's. Defaults τ_pos = 1.0, τ_neg = 1.05, seq-mean-token-mean
-aggregation, no KL.
+aggregation, no KL (`kl_coef` = 0).
 
 Closest relative: GRPO (hard clip) and GSPO (sequence-level trust region);
 SAPO is token-level and sequence-coherent in effect.
@@ -45,28 +45,20 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    tau_pos: float = 1.0
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation, pieces.GroupStd):
+    tau_pos: float = pieces.setting(1.0, gt=0.0)
     """τ_pos: gate temperature for tokens with positive advantage."""
-    tau_neg: float = 1.05
+    tau_neg: float = pieces.setting(1.05, gt=0.0)
     """τ_neg: gate temperature for tokens with non-positive advantage."""
     aggregation: ops.Aggregation = "seq-mean-token-mean"
-    """1/G Σ_i 1/|o_i| Σ_t."""
-    beta: float = 0.0
-    """KL-to-reference weight (0 in the paper)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    std_eps: float = 1e-6
-    """ε_std added to the group std of the rewards."""
-    std_ddof: int = 1
+    """1/G Σ_i 1/|o_i| Σ_t (the paper's objective; TRL and verl's SAPO)."""
+    std_ddof: int = pieces.setting(1, ge=0)
     """Delta degrees of freedom of the group std."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (not in the paper)."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -81,7 +73,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     gate = jax.nn.sigmoid(tau * (ratio - 1.0)) * (4.0 / tau)
     total, metrics = ops.regularised_policy_loss(
         -gate * adv, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     return total, metrics | ops.ratio_metrics(ratio, None, rollout)
 
@@ -93,5 +85,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps", "std_ddof"),
 ))

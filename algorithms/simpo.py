@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlzoo import ops
+from rlzoo import ops, pieces
+from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
@@ -64,4 +65,5 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     pairwise=True,
+    prepare=pair_groups,
 ))

@@ -53,7 +53,7 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from rlzoo import ops
+from rlzoo import ops, pieces
 from rlzoo.registry import Algorithm, register
 
 

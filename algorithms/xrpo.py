@@ -35,7 +35,9 @@ not from the paper. That file (grpo_composer/core/advantages/
 novelty_sharpening.py) itself differs in two details: it caps the bonus at
 κ|A_i| and adds it to every row (negative advantages too), and it leaves to
 the caller which policy's log-probs feed s_i. The loss settings (ε = 0.2, no KL,
-token mean) are verl's defaults [inferred].
+token mean) are verl's defaults [inferred]; the loss is GRPO's clipped
+surrogate, so this file is the estimator only and `get_algorithm("xrpo")`
+pairs it with `grpo`'s loss at `kl_coef` = 0 and aggregation token-mean.
 Searched and not found: the method section (arxiv.org/html/2510.06672 v1
 and v3 and the summaries on themoonlight.io, chatpaper, arxivlens and
 scholarfeed expose the abstract and, at most, the allocator's confidence
@@ -61,30 +63,16 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    novelty_coef: float = 1.0
+class Config(pieces.GroupStd):
+    novelty_coef: float = pieces.setting(1.0, ge=0.0)
     """λ: scale of the novelty bonus λ(1 − η) [inferred default]."""
-    bonus_cap: float = 1.0
+    bonus_cap: float = pieces.setting(1.0, ge=0.0)
     """κ: the bonus is at most κ·A_i [inferred default]."""
-    std_eps: float = 1e-6
-    """ε_std added to the group std of GRPO's advantage."""
-    clip_eps: float = 0.2
-    """ε: clip bound 1 ± ε of the ratio."""
-    clip_eps_high: float | None = None
-    """Upper clip bound 1 + ε_high (None: same as clip_eps)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """How per-token losses are averaged."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def sharpen(adv, rollout, cfg: Config):
@@ -103,21 +91,13 @@ def advantages(rollout, cfg: Config, state):
     return ops.broadcast_to_tokens(sharpen(adv, rollout, cfg), rollout), state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """GRPO's clipped surrogate on the sharpened advantages."""
-    return ops.clipped_policy_loss(
-        stats, rollout, adv, cfg.aggregation,
-        eps_low=cfg.clip_eps, eps_high=cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
-    )
-
-
 register(Algorithm(
     name="xrpo",
     family="advantage",
     paper="XRPO: Pushing the limits of GRPO with Targeted Exploration and Exploitation (Bamba et al., 2025, arXiv:2510.06672)",
     Config=Config,
     advantages=advantages,
-    loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    loss=None,
+    default_loss="grpo",
+    loss_defaults={"kl_coef": 0.0, "aggregation": "token-mean"},
 ))

@@ -24,7 +24,7 @@ import traceback
 
 from rlzoo import list_algorithms
 from rlzoo.metrics import read_metrics
-from rlzoo.trainer import RunConfig, Trainer
+from rlzoo.train import RunConfig, Trainer
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 

@@ -17,7 +17,9 @@ import pathlib
 import sys
 
 from rlzoo import config as cfgparse
+from rlzoo.checkpoint import Checkpointer
 from rlzoo.registry import FAMILIES, UnknownAlgorithmError, get_algorithm, list_algorithms
+from rlzoo.train import RunConfig, Trainer
 
 COMMANDS = ("train", "sft", "eval", "list")
 
@@ -34,12 +36,6 @@ class _Parser(argparse.ArgumentParser):
                 described.append(arg + (f" (did you mean {' / '.join(close)}?)" if close else ""))
             message = f"unknown option(s): {', '.join(described)}. `{self.prog} --help` lists the options"
         raise ValueError(message)
-
-
-def _run_config_class():
-    from rlzoo.trainer import RunConfig
-
-    return RunConfig
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -64,8 +60,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_parser(algo_name: str | None, command: str) -> tuple[argparse.ArgumentParser, list[str], list[str], type | None]:
-    RunConfig = _run_config_class()
+def _train_parser(algo_name: str | None, command: str, advantage: str | None = None) -> tuple[argparse.ArgumentParser, list[str], list[str], type | None]:
     parser = _Parser(
         prog=f"rlzoo {command}",
         description="Supervised warm start then RL on a task." if command == "train" else "Supervised warm start only.",
@@ -78,7 +73,7 @@ def _train_parser(algo_name: str | None, command: str) -> tuple[argparse.Argumen
     algo_names: list[str] = []
     algo_config = None
     if command == "train" and algo_name is not None:
-        algo = get_algorithm(algo_name)
+        algo = get_algorithm(algo_name, advantage=advantage)
         algo_config = algo.Config
         group = parser.add_argument_group(f"{algo.name} config ({algo.paper})")
         taken = {"--" + n.replace("_", "-") for n in run_names} | {"--help", "--task-option"}
@@ -103,21 +98,19 @@ def _task_options(pairs: list[str]) -> tuple:
 
 
 def _cmd_train(argv: list[str], command: str) -> int:
-    RunConfig = _run_config_class()
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--algo", default=RunConfig.algo)
+    pre.add_argument("--advantage", default=None)
     known, _ = pre.parse_known_args(argv)
-    parser, run_names, algo_names, algo_config = _train_parser(known.algo, command)
+    parser, run_names, algo_names, algo_config = _train_parser(known.algo, command, known.advantage)
     args = parser.parse_args(argv)
     run = cfgparse.from_namespace(RunConfig, args, run_names, dest_prefix="run.",
                                   task_options=_task_options(args.task_option))
     if run.data_dir is not None and not pathlib.Path(run.data_dir).is_dir():
         raise FileNotFoundError(f"--data-dir {run.data_dir} does not exist")
-    from rlzoo.trainer import Trainer
-
     if command == "sft":
         trainer = Trainer(dataclasses.replace(run, steps=0, eval_every=0), None)
-        trainer._warm_start()
+        trainer.warm_start()
         print(json.dumps(trainer.evaluate()))
         return 0
     cfg = cfgparse.from_namespace(algo_config, args, algo_names, dest_prefix="algo.")
@@ -136,17 +129,14 @@ def _cmd_eval(argv: list[str]) -> int:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: --run-dir must be a directory written by `rlzoo train`")
-    from rlzoo.trainer import RunConfig, Trainer
-    from rlzoo.checkpoint import Checkpointer
-
     meta = json.loads(config_path.read_text())
     run_fields = {f.name for f in dataclasses.fields(RunConfig)}
     saved = {k: (tuple(map(tuple, v)) if k == "task_options" else v) for k, v in meta["run"].items() if k in run_fields}
     run = RunConfig(**{**saved, "resume": True, "run_dir": str(run_dir), "sft_steps": 0, "progress": False})
-    algo = get_algorithm(run.algo)
+    algo = get_algorithm(run.algo, advantage=run.advantage)
     trainer = Trainer(run, algo.Config(**meta["algo_config"]))
     ckpt = Checkpointer(run_dir / "checkpoints")
-    step = trainer._restore(ckpt)
+    step = trainer.restore(ckpt)
     ckpt.close()
     print(json.dumps({"step": step, **trainer.evaluate()}))
     return 0

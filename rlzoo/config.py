@@ -17,7 +17,19 @@ from typing import Any, Literal
 
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
-    """{field name: its attribute docstring} of a dataclass."""
+    """{field name: its attribute docstring} of a dataclass, inherited ones
+    included (a subclass that redeclares a field may give it a new docstring).
+    A class made at run time can carry its docs in `__field_docs__`."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if "__field_docs__" in klass.__dict__:
+            docs.update(klass.__dict__["__field_docs__"])
+        elif dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):

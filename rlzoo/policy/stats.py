@@ -14,18 +14,18 @@ chunks of `chunk_size` positions inside `lax.scan`, and each chunk is
 rematerialised (`jax.checkpoint`) in the backward pass, so neither the
 forward nor the gradient ever holds float32 logits for the whole batch:
 the peak is O(B · chunk_size · V) instead of O(B · T · V). The numbers are
-those of the plain full-logits reference (`rlzoo.ops.token_logprobs`,
-`rlzoo.ops.token_entropy`) up to float32 rounding.
+those of the plain full-logits reference (`token_logprobs`,
+`token_entropy` below) up to float32 rounding.
 """
 
 from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
 from rlzoo.rollout import PolicyStats
 
 Array = jax.Array
@@ -123,6 +123,27 @@ def token_stats(
     )
 
 
+# Token log-probs and entropy from full logits (plain reference version)
+
+def token_logprobs(logits: Array, tokens: Array) -> Array:
+    """[B, T] log π(tokens[b, t] | tokens[b, :t]) from logits [B, T, V], where
+    logits[b, t] is the model's prediction for position t + 1. Position 0
+    has no prediction and gets 0. Computed in float32."""
+    chex.assert_rank([logits, tokens], [3, 2])
+    chex.assert_equal_shape_prefix([logits, tokens], 2)
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return jnp.pad(picked, ((0, 0), (1, 0)))
+
+
+def token_entropy(logits: Array) -> Array:
+    """[B, T] entropy of the distribution that predicts position t (0 at t = 0)."""
+    chex.assert_rank(logits, 3)
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    return jnp.pad(entropy, ((0, 0), (1, 0)))
+
+
 def plain_token_stats(
     model,
     tokens: Array,
@@ -132,8 +153,8 @@ def plain_token_stats(
     topk: int = 0,
     temperature: float | Array = 1.0,
 ) -> PolicyStats:
-    """The same statistics from full [B, T, V] logits (`rlzoo.ops` reference;
-    for tests and benchmarks)."""
+    """The same statistics from full [B, T, V] logits (`token_logprobs`,
+    `token_entropy`; for tests and benchmarks)."""
     h = model.hidden(tokens)
     logits = model.logits(h) / temperature
     top = None
@@ -141,8 +162,8 @@ def plain_token_stats(
         logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
         top = jnp.pad(jax.lax.top_k(logp, topk)[0], ((0, 0), (1, 0), (0, 0)))
     return PolicyStats(
-        logprobs=ops.token_logprobs(logits, tokens),
-        entropy=ops.token_entropy(logits) if entropy else None,
+        logprobs=token_logprobs(logits, tokens),
+        entropy=token_entropy(logits) if entropy else None,
         values=_shift_right(model.values(h)) if values else None,
         topk_logprobs=top,
     )

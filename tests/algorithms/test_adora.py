@@ -2,12 +2,14 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
+from rlzoo.algorithms import adora
 from rlzoo.testing import loss_and_grad, random_batch
 
-ADORA = get_algorithm("adora")
+ADORA = get_algorithm("adora")  # the estimator paired with grpo's loss
 K, B, T = 4, 16, 12
 binary = st.lists(st.integers(0, 1), min_size=B, max_size=B).map(lambda v: np.asarray(v, np.float32))
 
@@ -18,7 +20,7 @@ def _rollout(r, seed=0):
 
 
 def _per_row(rollout, cfg):
-    adv, _ = ADORA.advantages(rollout, cfg, ())
+    adv, _ = adora.advantages(rollout, cfg, ())
     return np.asarray(adv).sum(1) / np.maximum(np.asarray(rollout.loss_mask).sum(1), 1)
 
 
@@ -27,7 +29,7 @@ def test_matches_the_length_criterion_loop(r, seed, threshold):
     """Naive re-derivation: a group keeps weight 1 iff its longest correct response is
     longer than the mean length of its (short enough) incorrect ones, else λ."""
     rollout = _rollout(r, seed)
-    cfg = ADORA.Config(max_length_threshold=threshold)
+    cfg = adora.Config(max_length_threshold=threshold)
     lengths = np.asarray(rollout.loss_mask).sum(1).reshape(-1, K)
     want = []
     for g, rewards in enumerate(r.reshape(-1, K).astype(np.float64)):
@@ -47,7 +49,7 @@ def test_unit_weights_are_grpo(seed):
     cfg = ADORA.Config(weight_disadvantageous=1.0)
     loss, _, grads = loss_and_grad(ADORA, cfg, stats, rollout)
     grpo = get_algorithm("grpo")
-    want_loss, _, want = loss_and_grad(grpo, grpo.Config(beta=0.001, aggregation="token-mean"), stats, rollout)
+    want_loss, _, want = loss_and_grad(grpo, grpo.Config(kl_coef=0.001, aggregation="token-mean"), stats, rollout)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, want.logprobs, rtol=1e-6, atol=1e-8)
 
@@ -55,7 +57,7 @@ def test_unit_weights_are_grpo(seed):
 @given(binary, st.floats(0.01, 5.0))
 def test_reweighting_keeps_signs_zero_means_and_equal_groups(r, weight):
     rollout = _rollout(r)
-    adv = _per_row(rollout, ADORA.Config(weight_disadvantageous=weight)).reshape(-1, K)
+    adv = _per_row(rollout, adora.Config(weight_disadvantageous=weight)).reshape(-1, K)
     grpo = get_algorithm("grpo")
     base, _ = grpo.advantages(rollout, grpo.Config(), ())
     base = (np.asarray(base).sum(1) / np.asarray(rollout.loss_mask).sum(1)).reshape(-1, K)
@@ -73,5 +75,25 @@ def test_permuting_rows_within_groups_permutes_advantages(r, seed):
     rng = np.random.default_rng(seed)
     order = np.concatenate([g * K + rng.permutation(K) for g in range(B // K)])
     rollout = _rollout(r)
-    np.testing.assert_allclose(_per_row(rollout.select_rows(order), ADORA.Config()),
-                               _per_row(rollout, ADORA.Config())[order], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_per_row(rollout.select_rows(order), adora.Config()),
+                               _per_row(rollout, adora.Config())[order], rtol=1e-5, atol=1e-6)
+
+
+def test_estimator_only_record_pairs_grpo_with_the_released_settings():
+    """The released ADORA.sh loss: GRPO's clip ε = 0.2 (symmetric), k3 KL with β = 0.001, token mean."""
+    assert ADORA.Config() == ADORA.make_config()
+    cfg = ADORA.Config()
+    assert (cfg.kl_coef, cfg.kl_estimator, cfg.aggregation) == (0.001, "k3", "token-mean")
+    assert (cfg.clip_eps_low, cfg.clip_eps_high, cfg.dual_clip) == (0.2, None, None)
+    assert cfg.weight_disadvantageous == 0.1 and cfg.std_eps == 1e-6
+    assert "ref_logprobs" in ADORA.required(cfg)
+    assert "ref_logprobs" not in ADORA.required(ADORA.Config(kl_coef=0.0))
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="weight-disadvantageous must be >= 0"):
+        adora.Config(weight_disadvantageous=-0.5)
+    with pytest.raises(ValueError, match="max-length-threshold must be > 0"):
+        adora.Config(max_length_threshold=0)
+    with pytest.raises(ValueError, match="clip-eps-low must be >= 0"):
+        ADORA.Config(clip_eps_low=-1.0)

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -58,3 +59,15 @@ def test_gradient_is_reinforce_plus_forward_kl_pull(seed, delta):
     _, _, base = loss_and_grad(reinforce, reinforce.Config(aggregation="token-mean"), stats, rollout)
     pull = reinforce_gradient(rollout, jnp.where(rollout.loss_mask, delta, 0.0), "token-mean")
     np.testing.assert_allclose(grads.logprobs, np.asarray(base.logprobs) + np.asarray(pull), rtol=1e-4, atol=1e-8)
+
+
+def test_config_defaults_needs_and_rejected_values():
+    cfg = ASYMRE.Config()
+    assert (cfg.delta, cfg.aggregation, cfg.kl_coef) == (0.1, "token-mean", 0.0)
+    assert ASYMRE.required(cfg) & {"ref_logprobs", "entropy"} == set()
+    assert ASYMRE.required(ASYMRE.Config(kl_coef=0.1, entropy_coef=0.01)) >= {"ref_logprobs", "entropy"}
+    assert ASYMRE.estimator_fields == ("delta",)
+    with pytest.raises(ValueError, match="kl-coef must be >= 0"):
+        ASYMRE.Config(kl_coef=-0.1)
+    with pytest.raises(ValueError, match="delta must be finite"):
+        ASYMRE.Config(delta=float("nan"))

@@ -2,13 +2,15 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import scipy.stats
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
-from rlzoo.testing import loss_and_grad, on_policy, random_batch
+from rlzoo.algorithms import bnpo
+from rlzoo.testing import loss_and_grad, off_policy, on_policy, random_batch
 
-BNPO = get_algorithm("bnpo")
+BNPO = get_algorithm("bnpo")  # the estimator paired with grpo's loss
 K, B, T = 4, 16, 10
 binary = st.lists(st.integers(0, 1), min_size=B, max_size=B).map(lambda v: np.asarray(v, np.float32))
 
@@ -19,13 +21,13 @@ def _rollout(rewards, seed=0):
 
 
 def _per_row(rollout, cfg):
-    adv, _ = BNPO.advantages(rollout, cfg, ())
+    adv, _ = bnpo.advantages(rollout, cfg, ())
     return np.asarray(adv).sum(1) / np.maximum(np.asarray(rollout.loss_mask).sum(1), 1)
 
 
 @given(binary)
 def test_zero_mean_per_group_and_zero_on_all_equal_groups(r):
-    adv = _per_row(_rollout(r), BNPO.Config()).reshape(-1, K)
+    adv = _per_row(_rollout(r), bnpo.Config()).reshape(-1, K)
     scale = 1 + np.abs(adv).max(1)
     assert np.all(np.abs(adv.sum(1)) <= 1e-4 * scale)
     equal = np.ptp(r.reshape(-1, K), axis=1) == 0
@@ -46,7 +48,7 @@ def test_adaptive_normaliser_is_the_method_of_moments_rule(r):
     with np.errstate(divide="ignore"):
         inverse = np.minimum(1 / scipy.stats.beta.pdf(p, alpha, beta), 1e6)
     want = (inverse[:, None] * (r.reshape(-1, K) - p[:, None])).reshape(-1)
-    np.testing.assert_allclose(_per_row(_rollout(r), BNPO.Config()), want, rtol=2e-3, atol=1e-5)
+    np.testing.assert_allclose(_per_row(_rollout(r), bnpo.Config()), want, rtol=2e-3, atol=1e-5)
 
 
 @given(st.integers(0, 2**16))
@@ -71,7 +73,7 @@ def test_alpha_beta_one_is_reinforce_with_baseline_p(seed):
 def test_alpha_beta_three_halves_is_grpo_times_pi_over_8(r):
     """f(p; 3/2, 3/2) = (8/π)√(p(1 − p)), the population std of binary rewards."""
     rollout = _rollout(r)
-    got = _per_row(rollout, BNPO.Config(beta_params=(1.5, 1.5)))
+    got = _per_row(rollout, bnpo.Config(beta_params=(1.5, 1.5)))
     grpo = get_algorithm("grpo")
     adv, _ = grpo.advantages(rollout, grpo.Config(std_eps=1e-12, std_ddof=0), ())
     want = np.asarray(adv).sum(1) / np.maximum(np.asarray(rollout.loss_mask).sum(1), 1)
@@ -82,15 +84,15 @@ def test_alpha_beta_three_halves_is_grpo_times_pi_over_8(r):
 def test_rewards_on_any_scale_with_matching_bounds(r, low, width):
     """The affine map to [0, 1] makes BNPO indifferent to the reward scale."""
     moved = _rollout(low + width * r)
-    cfg = BNPO.Config(reward_min=low, reward_max=low + width)
-    np.testing.assert_allclose(_per_row(moved, cfg), _per_row(_rollout(r), BNPO.Config()), rtol=2e-3, atol=1e-4)
+    cfg = bnpo.Config(reward_min=low, reward_max=low + width)
+    np.testing.assert_allclose(_per_row(moved, cfg), _per_row(_rollout(r), bnpo.Config()), rtol=2e-3, atol=1e-4)
 
 
 @given(binary, binary)
 def test_decomposition_averages_per_component_advantages(r1, r2):
     rollout = _rollout(r1).replace(reward_components=jnp.stack([r1, r2], axis=1))
-    got = _per_row(rollout, BNPO.Config(decompose=True))
-    want = (_per_row(_rollout(r1), BNPO.Config()) + _per_row(_rollout(r2), BNPO.Config())) / 2
+    got = _per_row(rollout, bnpo.Config(decompose=True))
+    want = (_per_row(_rollout(r1), bnpo.Config()) + _per_row(_rollout(r2), bnpo.Config())) / 2
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -99,5 +101,34 @@ def test_permuting_rows_within_groups_permutes_advantages(r, seed):
     order = np.concatenate([g * K + np.random.default_rng(seed + g).permutation(K) for g in range(B // K)])
     rollout = _rollout(r)
     np.testing.assert_allclose(
-        _per_row(rollout.select_rows(order), BNPO.Config()), _per_row(rollout, BNPO.Config())[order], rtol=1e-5, atol=1e-6
+        _per_row(rollout.select_rows(order), bnpo.Config()), _per_row(rollout, bnpo.Config())[order], rtol=1e-5, atol=1e-6
     )
+
+
+@given(st.integers(0, 2**16), st.floats(0.0, 0.6))
+def test_paired_loss_is_the_official_recipe_clipped_surrogate(seed, scale):
+    """get_algorithm("bnpo") is grpo's loss at the official run.sh settings: ε_low = 0.2,
+    ε_high = 0.28, dual clip c = 10, seq-mean-token-sum, no KL, on the BNPO advantages."""
+    rollout, stats = off_policy(seed, scale, batch=B, length=T, group_size=K)
+    cfg = BNPO.Config()
+    assert (cfg.clip_eps_low, cfg.clip_eps_high, cfg.dual_clip, cfg.kl_coef, cfg.aggregation) == (
+        0.2, 0.28, 10.0, 0.0, "seq-mean-token-sum")
+    adv, _ = bnpo.advantages(rollout, bnpo.Config(), ())
+    loss, metrics, _ = loss_and_grad(BNPO, cfg, stats, rollout)
+    want, want_metrics = ops.clipped_policy_loss(stats, rollout, adv, "seq-mean-token-sum",
+                                                 eps_low=0.2, eps_high=0.28, dual_clip=10.0)
+    np.testing.assert_allclose(loss, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(metrics["clip_frac"], want_metrics["clip_frac"], rtol=1e-6)
+    assert BNPO.required(cfg) & {"ref_logprobs", "entropy", "reward_components"} == set()
+    assert "reward_components" in BNPO.required(BNPO.Config(decompose=True))
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="reward-max must be > --reward-min"):
+        bnpo.Config(reward_min=1.0, reward_max=1.0)
+    with pytest.raises(ValueError, match="beta-params must be two positive"):
+        bnpo.Config(beta_params=(0.0, 1.0))
+    with pytest.raises(ValueError, match="max-inverse-density must be > 0"):
+        bnpo.Config(max_inverse_density=0.0)
+    with pytest.raises(ValueError, match="dual-clip must be > 1"):
+        BNPO.Config(dual_clip=0.5)

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -111,7 +112,7 @@ def test_all_local_weight_is_grpo_with_dual_clip(seed):
     cfg = COPO.Config(blend_b=-1e3, zero_reward_global_only=False)
     loss, _, grads = loss_and_grad(COPO, cfg, stats, rollout)
     grpo = get_algorithm("grpo")
-    want_loss, _, want = loss_and_grad(grpo, grpo.Config(beta=0.0, dual_clip=3.0), stats, rollout)
+    want_loss, _, want = loss_and_grad(grpo, grpo.Config(kl_coef=0.0, dual_clip=3.0), stats, rollout)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, want.logprobs, rtol=1e-5, atol=1e-8)
 
@@ -151,3 +152,17 @@ def test_reward_key_fallback_caps_the_local_weight_at_one_half(correct, seed):
     distinct = jnp.asarray(np.where(r != 0, 0, 1 + np.arange(2 * k)), jnp.int32)
     _, w_split, _ = local_part(rollout.replace(answer_ids=distinct), COPO.Config())
     assert np.all(np.asarray(w_split) >= np.asarray(w) - 1e-6)
+
+
+def test_config_defaults_and_rejected_values():
+    """The released run_copo.sh loss: ε = 0.2 both sides, dual clip c = 3, seq-mean-token-mean, no KL."""
+    cfg = COPO.Config()
+    assert (cfg.clip_bounds, cfg.dual_clip, cfg.aggregation, cfg.kl_coef) == ((0.2, 0.2), 3.0, "seq-mean-token-mean", 0.0)
+    assert COPO.required(cfg) & {"ref_logprobs", "entropy"} == set()
+    assert "ref_logprobs" in COPO.required(COPO.Config(kl_coef=0.1))
+    with pytest.raises(ValueError, match="clip-eps-low must be >= 0"):
+        COPO.Config(clip_eps_low=-1.0)
+    with pytest.raises(ValueError, match="dual-clip must be > 1"):
+        COPO.Config(dual_clip=1.0)
+    with pytest.raises(ValueError, match="answer-key must be one of"):
+        COPO.Config(answer_key="answers")

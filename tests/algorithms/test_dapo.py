@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import assume, given, strategies as st
 
 from rlzoo import get_algorithm, ops
+from rlzoo.experience import row_transforms
 from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
 
 DAPO = get_algorithm("dapo")
@@ -63,7 +64,7 @@ def test_dynamic_sampling_equals_training_on_kept_groups_only(seed, degenerate):
     although overlong shaping makes their shaped rewards unequal."""
     rollout, stats = random_batch(seed, B, T, K, equal_reward_groups=tuple(sorted(degenerate)))
     cfg = DAPO.Config(max_response_length=6, overlong_buffer=4)
-    filtered = ops.drop_degenerate_groups(rollout)
+    filtered = row_transforms.drop_degenerate_groups(rollout)
     adv, _ = DAPO.advantages(filtered, cfg, ())
     loss, _, grads = compiled("dapo", cfg)(stats, filtered, adv)
 

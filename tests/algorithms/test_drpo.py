@@ -1,7 +1,9 @@
 """DRPO's invariants (Li, Chen, Lin and Yang 2025, arXiv:2510.04474)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -17,8 +19,8 @@ def _batch(rewards, seed=0):
     return rollout.replace(rewards=jnp.asarray(rewards)), stats
 
 
-def _per_row(adv, rollout):
-    return np.asarray(adv).sum(1) / np.maximum(np.asarray(rollout.loss_mask).sum(1), 1)
+def _per_row(targets, rollout):
+    return np.asarray(targets["advantages"]).sum(1) / np.maximum(np.asarray(rollout.loss_mask).sum(1), 1)
 
 
 @given(binary, st.integers(0, 2**16))
@@ -60,7 +62,7 @@ def test_on_policy_gradient_is_reinforce_on_the_reported_advantage(r, seed):
     rollout = on_policy(rollout, stats)
     adv, _ = DRPO.advantages(rollout, DRPO.Config(), ())
     _, metrics, grads = loss_and_grad(DRPO, DRPO.Config(), stats, rollout)
-    want = reinforce_gradient(rollout, adv, "seq-mean-token-mean")
+    want = reinforce_gradient(rollout, adv["advantages"], "seq-mean-token-mean")
     np.testing.assert_allclose(grads.logprobs, want, rtol=1e-4, atol=1e-7)
     assert abs(metrics["ppo_kl"]) < 1e-7
 
@@ -111,7 +113,8 @@ def test_permuting_rows_within_groups_permutes_advantages_and_keeps_the_loss(r, 
     adv, _ = DRPO.advantages(rollout, DRPO.Config(), ())
     moved = rollout.select_rows(order)
     moved_adv, _ = DRPO.advantages(moved, DRPO.Config(), ())
-    np.testing.assert_allclose(np.asarray(moved_adv), np.asarray(adv)[order], rtol=1e-5, atol=1e-6)
+    for key in adv:
+        np.testing.assert_allclose(np.asarray(moved_adv[key]), np.asarray(adv[key])[order], rtol=1e-5, atol=1e-6)
     loss, _, _ = loss_and_grad(DRPO, DRPO.Config(), stats, rollout)
     moved_loss, _, _ = loss_and_grad(DRPO, DRPO.Config(), stats.replace(
         logprobs=stats.logprobs[order], entropy=stats.entropy[order]), moved)
@@ -129,8 +132,32 @@ def test_microbatches_sum_to_the_batch_loss_without_the_kl_penalty(r, seed):
     parts = [
         loss_and_grad(DRPO, cfg, stats.replace(logprobs=stats.logprobs[i * rows:(i + 1) * rows],
                                                entropy=stats.entropy[i * rows:(i + 1) * rows]),
-                      micro, adv=adv[i * rows:(i + 1) * rows])
+                      micro, adv=jax.tree.map(lambda x: x[i * rows:(i + 1) * rows], adv))
         for i, micro in enumerate(rollout.microbatches(3))
     ]
     np.testing.assert_allclose(sum(float(p[0]) for p in parts), loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.concatenate([p[2].logprobs for p in parts]), grads.logprobs, rtol=1e-5, atol=1e-7)
+
+
+@given(binary, st.integers(0, 2**16))
+def test_targets_carry_the_positive_weights_and_the_negative_rows(r, seed):
+    """"positive_weights" is K·ŵ on the correct rows of mixed groups (0 elsewhere), the
+    positive part of "advantages"; "negative" marks the rows whose advantage is < 0."""
+    rollout, _ = _batch(r, seed)
+    targets, _ = DRPO.advantages(rollout, DRPO.Config(), ())
+    per_row = _per_row(targets, rollout)
+    np.testing.assert_allclose(targets["positive_weights"], np.maximum(per_row, 0.0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(targets["negative"], per_row < 0)
+    assert targets["positive_weights"].shape == targets["negative"].shape == (B,)
+
+
+def test_declarations_and_rejected_values():
+    assert DRPO.reduction("ppo_kl") == "sum" and DRPO.reduction("constraint_active") == "mean"
+    assert DRPO.required(DRPO.Config()) == frozenset()
+    assert DRPO.required(DRPO.Config(length_component=0)) == {"reward_components"}
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        DRPO.Config(tau=0.0)
+    with pytest.raises(ValueError, match="lam must be > 0"):
+        DRPO.Config(lam=-1.0)
+    with pytest.raises(ValueError, match="kl-beta must be >= 0"):
+        DRPO.Config(kl_beta=-1.0)

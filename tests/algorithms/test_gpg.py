@@ -1,14 +1,12 @@
 """GPG's invariants (Chu et al. 2025, arXiv:2504.02546)."""
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
-from rlzoo.testing import loss_and_grad, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, loss_and_grad, random_batch, reinforce_gradient
 
 GPG = get_algorithm("gpg")
 REINFORCE = get_algorithm("reinforce")
@@ -16,12 +14,7 @@ K, B, T = 4, 8, 10
 G = B // K
 # Few distinct values, so that all-equal ("invalid") groups occur often.
 rewards_strategy = st.lists(st.sampled_from([0.0, 1.0, 0.5]), min_size=B, max_size=B)
-
-
-@functools.lru_cache(maxsize=None)
-def compiled(algo_name, cfg):
-    algo = get_algorithm(algo_name)
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+STEP = compiled(GPG, GPG.Config())
 
 
 def row_advantage(rollout, cfg):
@@ -58,7 +51,7 @@ def test_accurate_gradient_scale_is_capped_at_the_official_twenty(groups, gap):
     rollout = rollout.replace(rewards=jnp.asarray(rewards), sample_weight=jnp.ones(groups * k, jnp.float32))
     got = row_advantage(rollout, GPG.Config())
     np.testing.assert_allclose(got[:2], 20.0 * np.array([-gap / 2, gap / 2]), rtol=1e-5)
-    uncapped = row_advantage(rollout, GPG.Config(max_alpha=np.inf))
+    uncapped = row_advantage(rollout, GPG.Config(max_alpha=1e6))  # effectively uncapped (finite: ConfigBase)
     np.testing.assert_allclose(uncapped[:2], groups * got[:2] / 20.0, rtol=1e-5)
     assert np.all(got[2:] == 0)
 
@@ -79,7 +72,7 @@ def test_gradient_is_plain_policy_gradient(seed):
     """No ratio: the gradient is −Â_t / N_tok whatever π_old is (off-policy included)."""
     rollout, stats = random_batch(seed, B, T, K, equal_reward_groups=(0,))
     adv, _ = GPG.advantages(rollout, GPG.Config(), ())
-    _, _, grads = compiled("gpg", GPG.Config())(stats, rollout, adv)
+    _, _, grads = STEP(stats, rollout, adv)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "token-mean"), rtol=1e-6, atol=1e-9)
 
 
@@ -96,3 +89,14 @@ def test_without_age_reduces_to_group_mean_reinforce(seed, degenerate):
     _, _, age_grads = loss_and_grad(GPG, GPG.Config(), stats, rollout)
     alpha = B / (B - K * len(degenerate))
     np.testing.assert_allclose(age_grads.logprobs, alpha * np.asarray(ref_grads.logprobs), rtol=1e-5, atol=1e-9)
+
+
+def test_config_defaults_and_rejected_values():
+    cfg = GPG.Config()
+    assert (cfg.max_alpha, cfg.std_eps, cfg.aggregation, cfg.kl_coef) == (20.0, 1e-4, "token-mean", 0.0)
+    with pytest.raises(ValueError, match="max-alpha must be >= 1"):
+        GPG.Config(max_alpha=0.5)
+    with pytest.raises(ValueError, match="max-alpha must be finite"):
+        GPG.Config(max_alpha=float("inf"))
+    with pytest.raises(ValueError, match="std-eps must be > 0"):
+        GPG.Config(std_eps=0.0)

@@ -1,7 +1,10 @@
 """GRPO's invariants (Shao et al. 2024, arXiv:2402.03300)."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
@@ -54,11 +57,11 @@ def test_all_equal_group_gets_zero_advantage():
 
 @given(st.integers(0, 2**16), st.sampled_from(ops.AGGREGATIONS))
 def test_on_policy_gradient_is_reinforce(seed, aggregation):
-    """At π_old = π_θ the ratio is 1, nothing is clipped, and (with β = 0) the
+    """At π_old = π_θ the ratio is 1, nothing is clipped, and (with kl_coef = 0) the
     gradient is the REINFORCE gradient with the same advantages and weights."""
     rollout, stats = random_batch(seed, B, T, K)
     rollout = on_policy(rollout, stats)
-    cfg = GRPO.Config(beta=0.0, aggregation=aggregation)
+    cfg = GRPO.Config(kl_coef=0.0, aggregation=aggregation)
     adv, _ = GRPO.advantages(rollout, cfg, ())
     _, metrics, grads = loss_and_grad(GRPO, cfg, stats, rollout)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, aggregation), rtol=1e-5, atol=1e-7)
@@ -67,10 +70,10 @@ def test_on_policy_gradient_is_reinforce(seed, aggregation):
 
 @given(st.integers(0, 2**16))
 def test_kl_term_has_zero_gradient_at_the_reference(seed):
-    """k3 is minimised at π_θ = π_ref: with β > 0 the gradient there is still REINFORCE's."""
+    """k3 is minimised at π_θ = π_ref: with kl_coef > 0 the gradient there is still REINFORCE's."""
     rollout, stats = random_batch(seed, B, T, K)
     rollout = on_policy(rollout, stats).replace(ref_logprobs=stats.logprobs)
-    cfg = GRPO.Config(beta=0.5)
+    cfg = GRPO.Config(kl_coef=0.5)
     adv, _ = GRPO.advantages(rollout, cfg, ())
     loss, metrics, grads = loss_and_grad(GRPO, cfg, stats, rollout)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, cfg.aggregation), rtol=1e-5, atol=1e-7)
@@ -80,7 +83,7 @@ def test_kl_term_has_zero_gradient_at_the_reference(seed):
 def test_clipping_stops_the_gradient_past_the_bound():
     """A token with A > 0 and ρ > 1 + ε contributes no gradient; below the bound it does."""
     rollout, stats = random_batch(3, B, T, K)
-    cfg = GRPO.Config(beta=0.0)
+    cfg = GRPO.Config(kl_coef=0.0)
     adv = jnp.where(rollout.loss_mask, 1.0, 0.0)
     far = rollout.replace(behaviour_logprobs=jnp.where(rollout.loss_mask, stats.logprobs - 1.0, 0.0))
     _, metrics, grads = loss_and_grad(GRPO, cfg, stats, far, adv=adv)
@@ -89,3 +92,30 @@ def test_clipping_stops_the_gradient_past_the_bound():
     near = rollout.replace(behaviour_logprobs=jnp.where(rollout.loss_mask, stats.logprobs - 0.1, 0.0))
     _, _, grads = loss_and_grad(GRPO, cfg, stats, near, adv=adv)
     assert np.all(np.asarray(grads.logprobs)[np.asarray(rollout.loss_mask)] < 0)
+
+
+def test_config_defaults_are_the_papers():
+    cfg = GRPO.Config()
+    assert (cfg.clip_bounds, cfg.kl_coef, cfg.kl_estimator, cfg.aggregation) == ((0.2, 0.2), 0.04, "k3", "seq-mean-token-mean")
+    assert GRPO.required(cfg) == {"ref_logprobs"}
+    assert GRPO.required(GRPO.Config(kl_coef=0.0)) == frozenset()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("clip_eps_low", -1.0, "--clip-eps-low must be >= 0.0"),
+    ("kl_coef", -0.1, "--kl-coef must be >= 0.0"),
+    ("dual_clip", 0.5, "--dual-clip must be > 1.0"),
+    ("std_eps", 0.0, "--std-eps must be > 0.0"),
+    ("aggregation", "mean", "--aggregation must be one of"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        GRPO.Config(**{field: value})
+
+
+def test_estimator_pairs_with_another_loss():
+    """grpo's estimator fields are the only ones a paired loss drops or keeps."""
+    paired = get_algorithm("sapo", advantage="grpo")
+    names = {f.name for f in dataclasses.fields(paired.Config)}
+    assert {"scale_rewards", "std_eps", "std_ddof", "tau_pos"} <= names
+    assert "clip_eps_low" not in names and "kl_coef" in names

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
+from rlzoo.algorithms import grpo_passk
 from rlzoo.testing import loss_and_grad, random_batch
 
-PASSK = get_algorithm("grpo_passk")
+PASSK = get_algorithm("grpo_passk")  # the estimator paired with grpo's loss
 GRPO = get_algorithm("grpo")
 K, B, T = 4, 8, 10
 G = B // K
@@ -17,7 +18,7 @@ rewards_strategy = st.lists(st.integers(0, 3).map(float), min_size=B, max_size=B
 
 
 def row_advantage(rollout, cfg):
-    adv, _ = PASSK.advantages(rollout, cfg, ())
+    adv, _ = grpo_passk.advantages(rollout, cfg, ())
     return np.asarray(ops.sequence_mean(adv, rollout.loss_mask), np.float64)
 
 
@@ -27,7 +28,7 @@ def test_advantage_is_best_minus_best_of_the_others(rewards):
     best sample, where it is r_max − r_2nd; ties for the best give 0 to everyone."""
     rollout, _ = random_batch(0, B, T, K)
     rollout = rollout.replace(rewards=jnp.asarray(rewards, jnp.float32))
-    got = row_advantage(rollout, PASSK.Config(norm_by_std=False))
+    got = row_advantage(rollout, grpo_passk.Config(norm_by_std=False))
     for g in range(G):
         group = rewards[g * K:(g + 1) * K]
         for i in range(K):
@@ -47,7 +48,7 @@ def test_permuting_a_group_permutes_its_advantages_even_with_ties(rewards, order
     rollout, _ = random_batch(1, B, T, K)
     rewards = np.asarray(rewards, np.float32)
     perm = np.concatenate([g * K + np.asarray(order) for g in range(G)])
-    for cfg in (PASSK.Config(), PASSK.Config(norm_by_std=False)):
+    for cfg in (grpo_passk.Config(), grpo_passk.Config(norm_by_std=False)):
         base = row_advantage(rollout.replace(rewards=jnp.asarray(rewards)), cfg)
         # Same rollout rows, rewards permuted within each group.
         moved = row_advantage(rollout.replace(rewards=jnp.asarray(rewards[perm])), cfg)
@@ -59,7 +60,7 @@ def test_std_normalisation_matches_verl(rewards):
     """verl divides r_max − r_2nd by the group std (ddof 1) + ε, for the best row only."""
     rollout, _ = random_batch(2, B, T, K)
     rollout = rollout.replace(rewards=jnp.asarray(rewards, jnp.float32))
-    got = row_advantage(rollout, PASSK.Config())
+    got = row_advantage(rollout, grpo_passk.Config())
     expected = np.zeros(B)
     for g in range(G):
         group = np.asarray(rewards[g * K:(g + 1) * K], np.float64)
@@ -72,7 +73,7 @@ def test_std_normalisation_matches_verl(rewards):
 def test_rejects_single_sample_groups():
     rollout, _ = random_batch(0, B, T, 1)
     with pytest.raises(ValueError, match="at least 2 samples"):
-        PASSK.advantages(rollout, PASSK.Config(), ())
+        grpo_passk.advantages(rollout, grpo_passk.Config(), ())
 
 
 @given(st.integers(0, 2**16))
@@ -82,7 +83,19 @@ def test_loss_is_grpo_clipped_surrogate_on_passk_advantages(seed):
     cfg = PASSK.Config()
     adv, _ = PASSK.advantages(rollout, cfg, ())
     loss, _, grads = loss_and_grad(PASSK, cfg, stats, rollout)
-    grpo_cfg = GRPO.Config(beta=0.0, aggregation="token-mean")
+    grpo_cfg = GRPO.Config(kl_coef=0.0, aggregation="token-mean")
     ref_loss, _, ref_grads = loss_and_grad(GRPO, grpo_cfg, stats, rollout, adv=adv)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=1e-6, atol=1e-9)
+
+
+def test_paired_defaults_and_rejected_values():
+    """verl's defaults for the paired loss: ε = 0.2 both sides, token mean, no KL."""
+    cfg = PASSK.Config()
+    assert (cfg.clip_eps_low, cfg.clip_eps_high, cfg.dual_clip) == (0.2, None, None)
+    assert (cfg.aggregation, cfg.kl_coef) == ("token-mean", 0.0)
+    assert (cfg.norm_by_std, cfg.std_eps, cfg.std_ddof) == (True, 1e-6, 1)
+    with pytest.raises(ValueError, match="std-ddof must be >= 0"):
+        grpo_passk.Config(std_ddof=-1)
+    with pytest.raises(ValueError, match="clip-eps-high must be >= 0"):
+        PASSK.Config(clip_eps_high=-0.1)

@@ -2,30 +2,25 @@
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, off_policy, on_policy, random_batch, reinforce_gradient
 
 GSPO = get_algorithm("gspo")
 GSPO_TOKEN = get_algorithm("gspo_token")
 K, B, T = 4, 8, 10
 
 
-@functools.lru_cache(maxsize=None)
-def compiled(algo_name, cfg):
-    algo = get_algorithm(algo_name)
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+jitted = functools.lru_cache(maxsize=None)(compiled)
 
 
 def near_policy(seed, scale):
-    rollout, stats = random_batch(seed, B, T, K)
-    noise = np.random.default_rng(seed + 1).normal(0, scale, (B, T))
-    logp = np.where(rollout.loss_mask, np.asarray(rollout.behaviour_logprobs) + noise, np.asarray(stats.logprobs))
-    return rollout, stats.replace(logprobs=jnp.asarray(logp, jnp.float32))
+    return off_policy(seed, scale, batch=B, length=T, group_size=K, noise_seed_offset=1)
 
 
 @given(
@@ -34,13 +29,13 @@ def near_policy(seed, scale):
     st.sampled_from([0.0, 0.05]),
     st.sampled_from([(3e-4, 4e-4), (0.2, 0.2)]),
 )
-def test_equals_gspo_when_advantage_is_constant_per_response(seed, scale, beta, eps):
+def test_equals_gspo_when_advantage_is_constant_per_response(seed, scale, kl_coef, eps):
     """Same value and same gradient as GSPO (including which responses are clipped and the KL term)."""
     rollout, stats = near_policy(seed, scale)
-    kw = dict(beta=beta, clip_eps_low=eps[0], clip_eps_high=eps[1])
+    kw = dict(kl_coef=kl_coef, clip_eps_low=eps[0], clip_eps_high=eps[1])
     adv, _ = GSPO.advantages(rollout, GSPO.Config(**kw), ())
-    loss, metrics, grads = compiled("gspo_token", GSPO_TOKEN.Config(**kw))(stats, rollout, adv)
-    ref_loss, ref_metrics, ref_grads = compiled("gspo", GSPO.Config(**kw))(stats, rollout, adv)
+    loss, metrics, grads = jitted("gspo_token", GSPO_TOKEN.Config(**kw))(stats, rollout, adv)
+    ref_loss, ref_metrics, ref_grads = jitted("gspo", GSPO.Config(**kw))(stats, rollout, adv)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(metrics["clip_frac"], ref_metrics["clip_frac"], atol=1e-6)
@@ -54,7 +49,7 @@ def test_token_advantages_get_the_sequence_ratio_as_weight(seed, values):
     mask = np.asarray(rollout.loss_mask)
     adv = jnp.asarray(np.where(mask, np.reshape(values, (B, T)), 0.0), jnp.float32)
     cfg = GSPO_TOKEN.Config(clip_eps_low=1e6, clip_eps_high=1e6)
-    _, _, grads = compiled("gspo_token", cfg)(stats, rollout, adv)
+    _, _, grads = jitted("gspo_token", cfg)(stats, rollout, adv)
     lengths = mask.sum(1)
     log_ratio = (np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.behaviour_logprobs)) * mask
     s = np.exp(log_ratio.sum(1) / lengths)
@@ -67,7 +62,15 @@ def test_on_policy_gradient_is_reinforce_with_token_advantages(seed, values):
     rollout, stats = random_batch(seed, B, T, K)
     rollout = on_policy(rollout, stats)
     adv = jnp.asarray(np.where(rollout.loss_mask, np.reshape(values, (B, T)), 0.0), jnp.float32)
-    _, metrics, grads = compiled("gspo_token", GSPO_TOKEN.Config())(stats, rollout, adv)
+    _, metrics, grads = jitted("gspo_token", GSPO_TOKEN.Config())(stats, rollout, adv)
     expected = reinforce_gradient(rollout, adv, "seq-mean-token-mean")
     np.testing.assert_allclose(grads.logprobs, expected, rtol=1e-5, atol=1e-7)
     assert metrics["clip_frac"] == 0
+
+
+def test_config_rejects_bad_values():
+    assert GSPO_TOKEN.Config().clip_bounds == (3e-4, 4e-4)
+    with pytest.raises(ValueError, match="--clip-eps-high must be >= 0.0"):
+        GSPO_TOKEN.Config(clip_eps_high=-1e-4)
+    with pytest.raises(ValueError, match="--kl-coef must be >= 0.0"):
+        GSPO_TOKEN.Config(kl_coef=-1.0)

@@ -1,6 +1,7 @@
 """OPMD's invariants (Kimi k1.5 arXiv:2501.12599; Yao et al. 2025, arXiv:2509.24203)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -52,3 +53,13 @@ def test_penalty_is_non_negative_and_grows_with_tau(seed, t1, t2):
     l1, _, _ = loss_and_grad(OPMD, OPMD.Config(tau=lo), stats, rollout)
     l2, _, _ = loss_and_grad(OPMD, OPMD.Config(tau=hi), stats, rollout)
     assert l0 <= l1 + 1e-6 and l1 <= l2 + 1e-6
+
+
+def test_config_defaults_and_rejected_values():
+    cfg = OPMD.Config()
+    assert (cfg.tau, cfg.scale_rewards, cfg.aggregation, cfg.kl_coef) == (0.1, False, "token-mean", 0.0)
+    assert OPMD.estimator_fields == ("scale_rewards", "std_eps")
+    with pytest.raises(ValueError, match="tau must be >= 0"):
+        OPMD.Config(tau=-0.1)
+    with pytest.raises(ValueError, match="entropy-coef must be finite"):
+        OPMD.Config(entropy_coef=float("inf"))

@@ -2,12 +2,14 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
+from rlzoo.algorithms import opo
 from rlzoo.testing import loss_and_grad, random_batch, reinforce_gradient
 
-OPO = get_algorithm("opo")
+OPO = get_algorithm("opo")  # the estimator paired with reinforce's loss
 REINFORCE = get_algorithm("reinforce")
 K, B, T = 4, 8, 10
 G = B // K
@@ -15,7 +17,7 @@ rewards_strategy = st.lists(st.floats(-10, 10, width=32), min_size=B, max_size=B
 
 
 def row_advantage(rollout):
-    adv, _ = OPO.advantages(rollout, OPO.Config(), ())
+    adv, _ = opo.advantages(rollout, opo.Config(), ())
     return np.asarray(ops.sequence_mean(adv, rollout.loss_mask), np.float64)
 
 
@@ -67,3 +69,15 @@ def test_equal_lengths_reduce_to_group_mean_reinforce(seed, length):
     ref_loss, _, ref_grads = loss_and_grad(REINFORCE, REINFORCE.Config(aggregation="token-mean"), stats, rollout)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=1e-5, atol=1e-9)
+
+
+def test_paired_defaults_and_rejected_values():
+    """The official verl v0.2.0 loss: plain REINFORCE, token mean, no KL and no entropy term."""
+    cfg = OPO.Config()
+    assert (cfg.aggregation, cfg.kl_coef, cfg.entropy_coef) == ("token-mean", 0.0, 0.0)
+    assert OPO.required(cfg) & {"ref_logprobs", "entropy"} == set()
+    assert "ref_logprobs" in OPO.required(OPO.Config(kl_coef=0.1))
+    with pytest.raises(ValueError, match="kl-coef must be >= 0"):
+        OPO.Config(kl_coef=-0.1)
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        OPO.Config(aggregation="sum")

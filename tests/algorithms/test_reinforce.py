@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -38,3 +39,13 @@ def test_without_baseline_gradient_scales_with_raw_reward():
     np.testing.assert_allclose(grads.logprobs, np.where(rollout.loss_mask, -1.0 / B, 0.0), rtol=1e-6)
     _, _, grads = loss_and_grad(REINFORCE, REINFORCE.Config(), stats, rollout)
     assert np.all(np.asarray(grads.logprobs) == 0)
+
+
+def test_config_defaults_and_rejected_values():
+    cfg = REINFORCE.Config()
+    assert (cfg.baseline, cfg.aggregation, cfg.kl_coef, cfg.entropy_coef) == ("group-mean", "seq-mean-token-sum", 0.0, 0.0)
+    assert REINFORCE.estimator_fields == ("baseline",)
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        REINFORCE.Config(baseline="leave-one-out")
+    with pytest.raises(ValueError, match="kl-coef must be >= 0"):
+        REINFORCE.Config(kl_coef=-1.0)

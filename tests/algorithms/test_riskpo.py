@@ -2,12 +2,14 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
+from rlzoo.algorithms import riskpo
 from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
 
-RISKPO = get_algorithm("riskpo")
+RISKPO = get_algorithm("riskpo")  # the estimator paired with grpo's loss
 K, B, T = 4, 16, 10
 rewards = st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0]), min_size=B, max_size=B).map(
     lambda v: np.asarray(v, np.float32)
@@ -20,7 +22,7 @@ def _rollout(r, seed=0):
 
 
 def _per_row(rollout, cfg):
-    adv, _ = RISKPO.advantages(rollout, cfg, ())
+    adv, _ = riskpo.advantages(rollout, cfg, ())
     return np.asarray(adv).sum(1) / np.maximum(np.asarray(rollout.loss_mask).sum(1), 1)
 
 
@@ -50,20 +52,20 @@ def _naive(r, cfg):
 
 @given(rewards, st.sampled_from([1, 2]), st.sampled_from(["std", "uniform"]), st.booleans())
 def test_matches_a_naive_bundle_loop(r, bundle, credit, natural):
-    cfg = RISKPO.Config(bundle_size=bundle, credit=credit, natural_baseline=natural)
+    cfg = riskpo.Config(bundle_size=bundle, credit=credit, natural_baseline=natural)
     np.testing.assert_allclose(_per_row(_rollout(r), cfg), _naive(r, cfg), rtol=1e-4, atol=1e-4)
 
 
 @given(rewards)
 def test_natural_baseline_makes_every_advantage_non_positive(r):
     """g = clip(X, a, b) − b ≤ 0 and c = −(a − X)⁺ ≤ 0: the upper quantile is the baseline."""
-    assert np.all(_per_row(_rollout(r), RISKPO.Config()) <= 0)
+    assert np.all(_per_row(_rollout(r), riskpo.Config()) <= 0)
 
 
 @given(rewards)
 def test_cvar_term_only_touches_responses_below_the_alpha_quantile(r):
     """With α = β the RVaR band is empty, leaving ω·CVaR_α: non-zero exactly where X < a."""
-    cfg = RISKPO.Config(alpha=0.25, beta_quantile=0.25, credit="uniform")
+    cfg = riskpo.Config(alpha=0.25, beta_quantile=0.25, credit="uniform")
     adv = _per_row(_rollout(r), cfg).reshape(-1, K)
     below = r.reshape(-1, K) < np.quantile(r.reshape(-1, K), 0.25, axis=1, keepdims=True)
     assert np.all(adv[~below] == 0)
@@ -74,10 +76,10 @@ def test_cvar_term_only_touches_responses_below_the_alpha_quantile(r):
 def test_group_shift_invariance_and_all_equal_groups(r, shifts):
     """Quantiles and stds move with a per-group shift (bundle size 1); equal groups get 0."""
     moved = r + np.repeat(np.asarray(shifts, np.float32), K)
-    np.testing.assert_allclose(_per_row(_rollout(moved), RISKPO.Config()), _per_row(_rollout(r), RISKPO.Config()),
+    np.testing.assert_allclose(_per_row(_rollout(moved), riskpo.Config()), _per_row(_rollout(r), riskpo.Config()),
                                rtol=1e-3, atol=1e-3)
     flat = np.repeat(r[::K], K)
-    assert np.all(_per_row(_rollout(flat), RISKPO.Config()) == 0)
+    assert np.all(_per_row(_rollout(flat), riskpo.Config()) == 0)
 
 
 @given(st.integers(0, 2**16))
@@ -88,7 +90,7 @@ def test_full_band_without_cvar_is_grpo_up_to_a_per_group_constant(seed):
     rollout = on_policy(rollout, stats)
     cfg = RISKPO.Config(alpha=0.0, beta_quantile=1.0, mix_weight=0.0, credit="uniform", eps=1e-6)
     grpo = get_algorithm("grpo")
-    gcfg = grpo.Config(beta=0.0, aggregation="token-mean", dual_clip=3.0, std_eps=1e-6)
+    gcfg = grpo.Config(kl_coef=0.0, aggregation="token-mean", dual_clip=3.0, std_eps=1e-6)
     adv, _ = RISKPO.advantages(rollout, cfg, ())
     base, _ = grpo.advantages(rollout, gcfg, ())
     shift = np.asarray(adv - base)
@@ -106,5 +108,21 @@ def test_permuting_rows_within_groups_permutes_advantages(r, seed):
     rng = np.random.default_rng(seed)
     order = np.concatenate([g * K + rng.permutation(K) for g in range(B // K)])
     rollout = _rollout(r)
-    np.testing.assert_allclose(_per_row(rollout.select_rows(order), RISKPO.Config()),
-                               _per_row(rollout, RISKPO.Config())[order], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_per_row(rollout.select_rows(order), riskpo.Config()),
+                               _per_row(rollout, riskpo.Config())[order], rtol=1e-5, atol=1e-6)
+
+
+def test_paired_defaults_and_rejected_values():
+    """The released script's loss: verl's dual-clip PPO (ε = 0.2, c = 3, token mean), no KL."""
+    cfg = RISKPO.Config()
+    assert (cfg.clip_eps_low, cfg.clip_eps_high, cfg.dual_clip) == (0.2, None, 3.0)
+    assert (cfg.aggregation, cfg.kl_coef) == ("token-mean", 0.0)
+    assert (cfg.alpha, cfg.beta_quantile, cfg.mix_weight, cfg.bundle_size) == (0.2, 0.9, 1.5, 1)
+    with pytest.raises(ValueError, match="alpha must be <= 1"):
+        riskpo.Config(alpha=1.5)
+    with pytest.raises(ValueError, match="beta-quantile must be >= --alpha"):
+        riskpo.Config(alpha=0.5, beta_quantile=0.4)
+    with pytest.raises(ValueError, match="bundle-size must be >= 1"):
+        riskpo.Config(bundle_size=0)
+    with pytest.raises(ValueError, match="credit must be one of"):
+        RISKPO.Config(credit="equal")

@@ -1,9 +1,10 @@
 """RLOO (Kool et al. 2019; Ahmadian et al. 2024, arXiv:2402.14740)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
-from rlzoo import get_algorithm
+from rlzoo import get_algorithm, ops
 from rlzoo.testing import loss_and_grad, random_batch
 
 RLOO = get_algorithm("rloo")
@@ -57,3 +58,24 @@ def test_kl_penalty_is_folded_into_the_reward():
     grouped = penalised.reshape(-1, 4)
     want = (4 / 3) * (grouped - grouped.mean(1, keepdims=True))
     np.testing.assert_allclose(per_row(rollout, cfg), want.reshape(-1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("estimator", ["k2", "k3"])
+def test_other_kl_estimators_fold_their_estimate_into_the_reward(estimator):
+    rollout, _ = random_batch(1, B, T, 4)
+    cfg = RLOO.Config(kl_coef=0.2, kl_estimator=estimator)
+    kl = np.where(rollout.loss_mask, ops.kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, estimator), 0)
+    grouped = (np.asarray(rollout.rewards) - 0.2 * kl.sum(1)).reshape(-1, 4)
+    want = (4 / 3) * (grouped - grouped.mean(1, keepdims=True))
+    np.testing.assert_allclose(per_row(rollout, cfg), want.reshape(-1), rtol=1e-4, atol=1e-4)
+
+
+def test_config_defaults_needs_and_rejected_values():
+    cfg = RLOO.Config()
+    assert (cfg.kl_coef, cfg.kl_estimator, cfg.aggregation) == (0.0, "k1", "seq-mean-token-sum")
+    assert RLOO.required(cfg) & {"ref_logprobs", "entropy"} == set()
+    assert "ref_logprobs" in RLOO.required(RLOO.Config(kl_coef=0.05))
+    with pytest.raises(ValueError, match="kl-coef must be >= 0"):
+        RLOO.Config(kl_coef=-0.05)
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        RLOO.Config(aggregation="mean")

@@ -5,27 +5,19 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, off_policy, on_policy, random_batch, reinforce_gradient
 
 SAPO = get_algorithm("sapo")
 GRPO = get_algorithm("grpo")
 K, B, T = 4, 8, 10
 
 
-@functools.lru_cache(maxsize=None)
-def compiled(algo_name, cfg):
-    algo = get_algorithm(algo_name)
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
-
-
-def off_policy(seed, scale):
-    rollout, stats = random_batch(seed, B, T, K)
-    noise = np.random.default_rng(seed + 5).normal(0, scale, (B, T))
-    logp = np.where(rollout.loss_mask, np.asarray(rollout.behaviour_logprobs) + noise, np.asarray(stats.logprobs))
-    return rollout, stats.replace(logprobs=jnp.asarray(logp, jnp.float32))
+# One compilation per (algorithm, config) across hypothesis examples.
+jitted = functools.lru_cache(maxsize=None)(compiled)
 
 
 @given(st.integers(0, 2**16), st.sampled_from([(1.0, 1.05), (0.3, 2.0), (5.0, 8.0)]))
@@ -35,7 +27,7 @@ def test_on_policy_gradient_is_reinforce_for_any_temperature(seed, taus):
     rollout = on_policy(rollout, stats)
     cfg = SAPO.Config(tau_pos=taus[0], tau_neg=taus[1])
     adv, _ = SAPO.advantages(rollout, cfg, ())
-    _, _, grads = compiled("sapo", cfg)(stats, rollout, adv)
+    _, _, grads = jitted("sapo", cfg)(stats, rollout, adv)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "seq-mean-token-mean"), rtol=1e-5, atol=1e-8)
 
 
@@ -44,10 +36,10 @@ def test_gradient_weight_is_a_smooth_positive_gate(seed, scale, taus):
     """∂L/∂log π_θ(y_t) = −w_t Â_t · 4σ(1 − σ)·r with σ = σ(τ(r − 1)), τ by the sign of Â (numpy):
     the weight is positive for every r and falls as r moves away from 1; no token is cut off
     (until float32 saturates σ, at τ|r − 1| ≳ 17)."""
-    rollout, stats = off_policy(seed, scale)
+    rollout, stats = off_policy(seed, scale, batch=B, length=T, group_size=K, noise_seed_offset=5)
     cfg = SAPO.Config(tau_pos=taus[0], tau_neg=taus[1])
     adv, _ = SAPO.advantages(rollout, cfg, ())
-    _, _, grads = compiled("sapo", cfg)(stats, rollout, adv)
+    _, _, grads = jitted("sapo", cfg)(stats, rollout, adv)
     mask = np.asarray(rollout.loss_mask)
     a = np.asarray(adv, np.float64)
     r = np.exp(np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.behaviour_logprobs))
@@ -72,14 +64,20 @@ def test_gate_slope_decays_away_from_on_policy(distance, tau):
 @given(st.integers(0, 2**16), st.sampled_from([0.2, 0.6]))
 def test_small_temperature_limit_is_the_unclipped_surrogate(seed, scale):
     """As τ → 0, f_τ(r) → 2/τ + (r − 1): the gradient is the unclipped surrogate's (GRPO with
-    infinite ε, β = 0) and the loss differs from it by the constant −(2/τ − 1) Σ w_t Â_t."""
+    infinite ε, kl_coef = 0) and the loss differs from it by the constant −(2/τ − 1) Σ w_t Â_t."""
     tau = 1e-3
-    rollout, stats = off_policy(seed, scale)
+    rollout, stats = off_policy(seed, scale, batch=B, length=T, group_size=K, noise_seed_offset=5)
     cfg = SAPO.Config(tau_pos=tau, tau_neg=tau)
     adv, _ = SAPO.advantages(rollout, cfg, ())
-    loss, _, grads = compiled("sapo", cfg)(stats, rollout, adv)
-    grpo_cfg = GRPO.Config(beta=0.0, clip_eps=1e9)
-    ref_loss, _, ref_grads = compiled("grpo", grpo_cfg)(stats, rollout, adv)
+    loss, _, grads = jitted("sapo", cfg)(stats, rollout, adv)
+    grpo_cfg = GRPO.Config(kl_coef=0.0, clip_eps_low=1e9)
+    ref_loss, _, ref_grads = jitted("grpo", grpo_cfg)(stats, rollout, adv)
     np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=2e-3, atol=1e-6)
     offset = -(2.0 / tau - 1.0) * float(ops.aggregate(adv, rollout, "seq-mean-token-mean"))
     np.testing.assert_allclose(loss, ref_loss + offset, rtol=1e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("field, value", [("tau_pos", 0.0), ("tau_neg", -1.0)])
+def test_config_rejects_non_positive_temperatures(field, value):
+    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be > 0.0"):
+        SAPO.Config(**{field: value})

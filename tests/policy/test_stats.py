@@ -1,15 +1,16 @@
 """token_stats (chunked, rematerialised) against the plain full-logits
-reference in rlzoo.ops: values, gradients, and that it never allocates
-[B, T, V] float32 logits."""
+reference (`token_logprobs`, `token_entropy`): values, gradients, and that it
+never allocates [B, T, V] float32 logits; the reference against a loop."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import given, strategies as st
 
-from rlzoo import ops
 from rlzoo.policy import Transformer, chunked_head_stats, token_stats
+from rlzoo.policy.stats import token_entropy, token_logprobs
 
 B, T = 3, 21  # T not a multiple of the chunk size
 
@@ -23,15 +24,16 @@ def model_and_tokens(tiny_cfg):
 
 
 def _reference(model, tokens, temperature):
-    """Independent reference: full logits, then rlzoo.ops and a direct top-k."""
+    """Independent reference: full logits, then the plain token_logprobs /
+    token_entropy and a direct top-k."""
     h = model.hidden(tokens)
     logits = model.logits(h) / temperature
     logp = jax.nn.log_softmax(logits, axis=-1)
     top = jax.lax.top_k(logp, 4)[0]
     values = model.values(h)
     return {
-        "logprobs": ops.token_logprobs(logits, tokens),
-        "entropy": ops.token_entropy(logits),
+        "logprobs": token_logprobs(logits, tokens),
+        "entropy": token_entropy(logits),
         "topk_logprobs": jnp.pad(top[:, :-1], ((0, 0), (1, 0), (0, 0))),
         "values": jnp.pad(values[:, :-1], ((0, 0), (1, 0))),
     }
@@ -121,5 +123,31 @@ def test_bfloat16_model_gives_float32_logits_and_stats(tiny_cfg):
     logits, stats = run(state)
     assert logits.dtype == jnp.float32
     assert stats.logprobs.dtype == jnp.float32 and stats.entropy.dtype == jnp.float32
-    np.testing.assert_allclose(stats.logprobs, ops.token_logprobs(logits, tokens), atol=1e-5)
+    np.testing.assert_allclose(stats.logprobs, token_logprobs(logits, tokens), atol=1e-5)
     assert np.all(np.isfinite(np.asarray(stats.logprobs))) and np.all(np.asarray(stats.logprobs) <= 0)
+
+
+@given(st.integers(0, 2**16))
+def test_token_logprobs_and_entropy_match_loop(seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (2, 5, 7)).astype(np.float32)
+    tokens = rng.integers(0, 7, (2, 5))
+    lp = np.asarray(token_logprobs(jnp.asarray(logits), jnp.asarray(tokens)))
+    ent = np.asarray(token_entropy(jnp.asarray(logits)))
+    for b in range(2):
+        assert lp[b, 0] == 0 and ent[b, 0] == 0
+        for t in range(1, 5):
+            z = logits[b, t - 1].astype(np.float64)
+            logp = z - np.log(np.exp(z - z.max()).sum()) - z.max()
+            np.testing.assert_allclose(lp[b, t], logp[tokens[b, t]], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(ent[b, t], -(np.exp(logp) * logp).sum(), rtol=1e-5, atol=1e-6)
+
+
+def test_token_logprobs_and_entropy_jit_match_eager():
+    logits = jax.random.normal(jax.random.key(0), (2, 6, 5)) * 2
+    tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, 5)
+    both = lambda x, y: (token_logprobs(x, y), token_entropy(x))  # noqa: E731
+    for a, b in zip(both(logits, tokens), jax.jit(both)(logits, tokens)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(AssertionError):
+        token_logprobs(logits, tokens[:, :-1])

@@ -1,0 +1,322 @@
+"""The outer loop. One RL step, top to bottom:
+
+    prompts    experience.prompts.prompt_batches      which prompts (a stream per step)
+    generate   experience.generation.generate         K completions per prompt
+    score      experience.scoring.score               rewards, components, prompt/answer ids
+    refill     experience.filtering.collect           more prompts while the group filter wants them
+    forwards   experience.forwards.with_logprobs      behaviour / reference log-probs (+ values, top-k)
+    segments   experience.segments                    sentence ids, when the algorithm reads them
+    prepare    Algorithm.prepare                      the algorithm's row transform (e.g. pairs)
+    filter     experience.filtering.weigh_out_rejected  rejected groups weigh 0
+    targets    Algorithm.advantages                   advantages / per-row targets, algorithm state
+    update     experience.handoff.minibatches -> update.make_update   epochs x minibatches, sharded
+    hooks      Algorithm.post_update, reference refresh
+    metrics    step_metrics -> MetricsWriter; checkpoints every --checkpoint-every steps
+
+The trainer acts only on what the `Algorithm` record declares; it never
+reads an algorithm's Config by attribute name.
+
+Batch sizes are stated in both units: `prompts_per_step` prompts, each with
+`samples_per_prompt` (K) completions, are `prompts_per_step · K` rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlzoo import ops
+from rlzoo.checkpoint import Checkpointer
+from rlzoo.experience import filtering, forwards as fwd, handoff, prompts, scoring, segments
+from rlzoo.experience.generation import SamplingSettings, generate
+from rlzoo.metrics import MetricsWriter, plot_run
+from rlzoo.registry import Algorithm, get_algorithm
+from rlzoo.rollout import Rollout
+from rlzoo.sampling import Sampler
+from rlzoo.sharding import host_readable, initialize_distributed, is_primary, make_mesh
+from rlzoo.tasks import Example
+from rlzoo.train.config import RunConfig
+from rlzoo.train.evaluate import evaluate
+from rlzoo.train.progress import Progress
+from rlzoo.train.setup import load_policy, make_task
+from rlzoo.train.sft import cached_sft
+from rlzoo.update import TrainState, algorithm_loss, make_optimizer, make_update, policy_stats_fn
+
+
+class Trainer:
+    """One run: `Trainer(run, algo_cfg).train()` returns the summary dict."""
+
+    def __init__(self, run: RunConfig, algo_cfg: Any = None, *, log: Callable[[str], None] = print):
+        initialize_distributed(run.coordinator_address, run.num_processes, run.process_id)
+        self.run = run
+        self.primary = is_primary()  # the one process that writes run files and logs
+        self.log = log if self.primary else lambda message: None
+        self.algo: Algorithm = get_algorithm(run.algo, advantage=run.advantage)
+        self.cfg = algo_cfg if algo_cfg is not None else self.algo.Config()
+        self.outputs = self.algo.policy_outputs(self.cfg)
+        self.task = make_task(run.task, dict(run.task_options), run.data_dir)
+        if self.algo.pairwise and run.samples_per_prompt < 2:
+            raise ValueError(f"{self.algo.name} is pairwise: --samples-per-prompt must be >= 2")
+        if run.prompts_per_step % run.minibatches:
+            raise ValueError(f"--minibatches {run.minibatches} must divide --prompts-per-step {run.prompts_per_step}")
+        self.mesh = make_mesh(run.mesh_data, run.mesh_fsdp, run.mesh_tensor)
+        model, self.model_cfg, self.tokenizer, self.chat = load_policy(
+            run.model, seed=run.seed, mesh=self.mesh, value_head="values" in self.outputs
+        )
+        self.graphdef, params = nnx.split(model)
+        self.sampler = Sampler()
+        self.sampling = SamplingSettings(run.max_new_tokens, run.temperature, run.top_k, run.top_p)
+        self.run_dir = run.resolved_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.optimizer = make_optimizer(run.learning_rate, run.max_grad_norm or None)
+        self.state = self._on_mesh(TrainState(
+            params=params,
+            opt_state=jax.jit(self.optimizer.init)(params),
+            algo_state=self.algo.init_state(self.cfg),
+            step=jnp.zeros((), jnp.int32),
+            rng=jax.random.key_data(jax.random.key(run.seed)),
+        ))
+        self._reset_reference(params)
+        self._sentence_ends = None
+        self._compile()
+
+    def _compile(self) -> None:
+        temperature = max(self.run.temperature, 1e-6)
+        required = self.algo.required(self.cfg)
+        topk = self.algo.topk_size(self.cfg)
+        old_outputs = frozenset({"values"} & self.outputs) | (
+            {"topk_logprobs"} if "old_topk_logprobs" in required else frozenset()
+        )
+        behaviour = jax.jit(policy_stats_fn(self.graphdef, old_outputs, temperature, topk))
+        reference = jax.jit(policy_stats_fn(self.graphdef, frozenset(), temperature)) if old_outputs else behaviour
+        moving = None
+        if self.algo.reference_logprobs is not None:
+            moving = lambda latest, previous: self.algo.reference_logprobs(latest, previous, self.cfg)  # noqa: E731
+        self.forwards = fwd.Forwards(behaviour=behaviour, reference=reference, moving_reference=moving)
+        update = make_update(
+            self.graphdef, algorithm_loss(self.algo, self.cfg), self.optimizer, outputs=self.outputs, topk=topk,
+            microbatches=self.run.microbatches, temperature=temperature, reduction=self.algo.reduction,
+        )
+        self._update = jax.jit(update, donate_argnums=0)
+        self._advantages = jax.jit(lambda r, s: self.algo.advantages(r, self.cfg, s))
+        self._filter = None
+        if self.algo.group_filter is not None:
+            self._filter = lambda rollout: self.algo.group_filter(rollout, self.cfg)
+
+    def model(self, params=None):
+        return nnx.merge(self.graphdef, self.state.params if params is None else params)
+
+    # -- one step -----------------------------------------------------------
+
+    def sample(self, examples: list[Example], num_samples: int, rng: jax.Array) -> Rollout:
+        """Generate and score `num_samples` completions of each example."""
+        rollout, completions = generate(self.sampler, self.model(), self.tokenizer, self.chat, examples,
+                                        num_samples, rng, self.sampling)
+        return scoring.score(self.task, rollout, completions, examples)
+
+    def collect(self, step: int, key: jax.Array) -> tuple[Rollout, int, int]:
+        """(scored rollout of prompts_per_step groups, sampled tokens, sampling rounds)."""
+        run, sampled = self.run, []
+
+        def batches():
+            for round_, examples in enumerate(prompts.prompt_batches(self.task, run.seed, step, run.prompts_per_step)):
+                rollout = self.sample(examples, run.samples_per_prompt, key if not round_ else jax.random.fold_in(key, round_))
+                sampled.append(int(np.asarray(rollout.loss_mask).sum()))
+                yield rollout
+
+        keep = (lambda r: None) if self._filter is None else (lambda r: np.asarray(self._filter(r)))
+        rollout, rounds = filtering.collect(batches(), keep, run.prompts_per_step, run.max_sampling_rounds)
+        return rollout, sum(sampled), rounds
+
+    def with_logprobs(self, rollout: Rollout, step: int) -> Rollout:
+        """The forwards stage, plus sentence segment ids when the algorithm reads them."""
+        rollout = fwd.with_logprobs(rollout, self.forwards, self.state.params, self.ref_params, self.prev_ref_params, step)
+        if "segment_ids" in self.algo.required(self.cfg):
+            if self._sentence_ends is None:
+                self._sentence_ends = segments.sentence_end_ids(self.tokenizer, self.model_cfg.vocab_size)
+            ids = segments.sentence_segment_ids(np.asarray(rollout.tokens), self._sentence_ends)
+            rollout = rollout.replace(segment_ids=jnp.asarray(ids))
+        return rollout
+
+    def step(self, step: int) -> dict[str, float]:
+        """One RL step; returns its metrics."""
+        run = self.run
+        key = jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), step)
+        sample_key, shuffle_key = jax.random.split(key)
+        t0 = time.time()
+        rollout, sampled_tokens, rounds = self.collect(step, sample_key)
+        rollout = self.with_logprobs(rollout, step)
+        t1 = time.time()
+        if self.algo.prepare is not None:
+            rollout = self.algo.prepare(rollout, self.cfg, self.state.algo_state)
+        self.algo.validate(rollout, self.cfg)  # a field the algorithm reads but nobody filled: a clear error
+        if self._filter is not None:
+            keep = self._filter(rollout)
+            if keep is not None:
+                rollout = filtering.weigh_out_rejected(rollout, keep)
+        targets, algo_state = self._advantages(rollout, self.state.algo_state)
+        targets = host_readable(targets)
+        self.state = self.state.replace(algo_state=algo_state)
+        update_metrics = []
+        for minibatch, minibatch_targets in handoff.minibatches(
+            rollout, targets, epochs=run.epochs, count=run.minibatches, key=shuffle_key, mesh=self.mesh
+        ):
+            self.state, metrics = self._update(self.state, minibatch, minibatch_targets)
+            update_metrics.append(host_readable(metrics))
+        if self.algo.post_update is not None:
+            self.state = self.state.replace(
+                algo_state=self.algo.post_update(self.state.algo_state, update_metrics[-1], self.cfg)
+            )
+        if run.ref_refresh_every and (step + 1) % run.ref_refresh_every == 0:
+            if self.prev_ref_params is not None:
+                self.prev_ref_params = self.ref_params
+            self.ref_params = jax.tree.map(jnp.copy, self.state.params)
+        t2 = time.time()
+        return step_metrics(rollout, targets, update_metrics, sampled_tokens, t1 - t0, t2 - t1) | {
+            "sampling_rounds": float(rounds),
+        }
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy accuracy and mean reward on the held-out prompts."""
+        return evaluate(self.task, self.sampler, self.model(), self.tokenizer, self.chat, self.run.eval_size, self.sampling)
+
+    # -- the loop -------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        run = self.run
+        ckpt = Checkpointer(self.run_dir / "checkpoints")
+        start = 0
+        if run.resume and ckpt.latest_step() is not None:
+            start = self.restore(ckpt)
+            self.log(f"resumed from step {start} in {self.run_dir}")
+        elif run.sft_steps:
+            self.warm_start()
+        if self.primary:
+            (self.run_dir / "config.json").write_text(json.dumps(self.meta(start), indent=2, default=str))
+        writer = MetricsWriter(self.run_dir, tensorboard=run.tensorboard, append=start > 0, enabled=self.primary)
+        started = time.time()
+        first_eval = last_eval = None
+        if start == 0:
+            first_eval = last_eval = writer.write(0, self.evaluate())
+            self.log(f"step 0: held-out accuracy {first_eval['eval_accuracy']:.3f}")
+        progress = Progress(run.steps, start, enabled=run.progress and self.primary)
+        step = start
+        try:
+            for step in range(start, run.steps):
+                metrics = self.step(step)
+                if run.eval_every and ((step + 1) % run.eval_every == 0 or step + 1 == run.steps):
+                    last_eval = self.evaluate()
+                    metrics |= last_eval
+                writer.write(step + 1, metrics)
+                progress.update(step + 1, metrics)
+                if run.checkpoint_every and (step + 1) % run.checkpoint_every == 0:
+                    ckpt.save(step + 1, self.saved_state(), self.meta(step + 1))
+            step = run.steps
+        except KeyboardInterrupt:
+            self.log(f"\ninterrupted: saving a checkpoint at step {step} in {self.run_dir}")
+            ckpt.save(step, self.saved_state(), self.meta(step))
+            raise
+        finally:
+            progress.close()
+            writer.close()
+        if ckpt.latest_step() != run.steps:
+            ckpt.save(run.steps, self.saved_state(), self.meta(run.steps))
+        ckpt.close()
+        plot = self.run_dir / "metrics.png"
+        summary = {
+            "algo": self.algo.name, "task": run.task, "model": run.model, "steps": run.steps,
+            "wall_time_s": round(time.time() - started, 2),
+            "start_accuracy": first_eval["eval_accuracy"] if first_eval else None,
+            "final_accuracy": last_eval["eval_accuracy"] if last_eval else None,
+            "run_dir": str(self.run_dir), "plot": str(plot),
+        }
+        if self.primary:
+            plot_run(self.run_dir / "metrics.jsonl", plot, f"{self.algo.name} on {run.task}")
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    # -- warm start, reference and checkpoints --------------------------------
+
+    def warm_start(self) -> None:
+        """Supervised training on the task's reference solutions (cached by its
+        settings); resets the optimiser and the reference to the result."""
+        params = cached_sft(self.graphdef, self.state, self.run, self.task, self.tokenizer, self.chat, self.mesh,
+                            self.model_cfg.value_head, log=self.log, progress=self.run.progress and self.primary)
+        self.state = self.state.replace(params=params, opt_state=jax.jit(self.optimizer.init)(params))
+        self._reset_reference(params)
+
+    def _reset_reference(self, params) -> None:
+        """The frozen reference (and, for moving-reference methods, the
+        previous iterate) start as a copy of `params`."""
+        self.ref_params = jax.tree.map(jnp.copy, params)
+        self.prev_ref_params = self.ref_params if self.algo.reference_logprobs is not None else None
+
+    def saved_state(self) -> dict[str, Any]:
+        """What a checkpoint holds: the train state and the reference iterates."""
+        saved = {"train": self.state, "ref_params": self.ref_params}
+        if self.prev_ref_params is not None:
+            saved["prev_ref_params"] = self.prev_ref_params
+        return saved
+
+    def restore(self, ckpt: Checkpointer) -> int:
+        """Load the latest checkpoint of `ckpt`; returns its step."""
+        saved, meta = ckpt.restore(self.saved_state())
+        self.state, self.ref_params = saved["train"], saved["ref_params"]
+        self.prev_ref_params = saved.get("prev_ref_params")
+        return int(meta["step"])
+
+    def meta(self, step: int) -> dict[str, Any]:
+        return {
+            "step": step, "run": dataclasses.asdict(self.run), "algo_config": dataclasses.asdict(self.cfg),
+            "model_config": dataclasses.asdict(self.model_cfg),
+            "batch": {"prompts_per_step": self.run.prompts_per_step, "completions_per_step": self.run.completions_per_step},
+        }
+
+    def _on_mesh(self, tree):
+        """Replicate over the mesh every leaf that is not already laid out on it
+        (scalars, RNG, algorithm state), so jitted steps see one device set."""
+        devices = set(self.mesh.devices.flat)
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+
+        def place(x):
+            if isinstance(x, jax.Array) and x.sharding.device_set == devices:
+                return x
+            return jax.device_put(x, replicated)
+
+        return jax.tree.map(place, tree)
+
+
+def logged_advantage(targets: Any) -> jax.Array:
+    """The [B, T] advantage to log: the targets themselves, or their "advantages" entry."""
+    if isinstance(targets, dict):
+        return targets.get("advantages")
+    return targets
+
+
+def step_metrics(rollout: Rollout, targets, update_metrics, sampled_tokens, t_sample, t_update) -> dict[str, float]:
+    """The per-step record: rewards, lengths, entropy, advantages, kept rows, speed, loss metrics."""
+    mask = np.asarray(ops.weighted_mask(rollout)) > 0
+    rewards = np.asarray(rollout.rewards)
+    components = np.asarray(rollout.reward_components)
+    adv = logged_advantage(targets)
+    adv_on = np.asarray(adv)[mask] if adv is not None and mask.any() else np.zeros(1)
+    updates = {k: float(np.mean([float(m[k]) for m in update_metrics])) for k in update_metrics[-1]}
+    return {
+        "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+        "accuracy": float(components[:, 0].mean()),
+        "response_length": float(np.asarray(rollout.loss_mask).sum(1).mean()),
+        # Entropy of the sampling distribution on the trained tokens (the sampler records it).
+        "entropy": float(np.asarray(rollout.sample_entropy)[mask].mean()) if mask.any() else 0.0,
+        "adv_mean": float(adv_on.mean()), "adv_std": float(adv_on.std()), "adv_abs_max": float(np.abs(adv_on).max()),
+        "kept_rows": float(np.asarray(rollout.sample_weight).sum()),
+        "tokens_per_s": sampled_tokens / max(t_sample, 1e-9),
+        "time_sample_s": t_sample, "time_update_s": t_update,
+        **updates,
+    }
