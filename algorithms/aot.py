@@ -41,10 +41,10 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β: inverse temperature on the matched margin differences (TRL default 0.1)."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = pieces.setting(0.0, ge=0.0, le=1.0)
     """ε: assumed label-flip probability (0 in TRL's default)."""
 
 

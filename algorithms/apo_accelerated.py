@@ -48,10 +48,10 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β: inverse temperature of the implicit reward."""
-    alpha: float = 0.3
+    alpha: float = pieces.setting(0.3, ge=0.0)
     """α ≥ 0: Nesterov momentum of the reference extrapolation (0: iterative DPO)."""
 
 

@@ -41,8 +41,8 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β: inverse temperature of the implicit reward (TRL default 0.1)."""
     running_shift: bool = False
     """Shift rewards by the running mean reward δ (the paper, TRL ≤ 0.11); TRL 1.16 uses δ = 0."""

@@ -30,7 +30,8 @@ Implementation notes (deliberate, for exact gradient accumulation):
   statistics, the filter and β_batch are then fixed for all microbatches of
   the minibatch, so accumulation is exact and no invariant is exempted.
 - The state carries (M₀, σ, step, β_batch, 1/kept-fraction); the loss reads
-  β_batch and the scale from it and the kept flag of each pair from `adv`.
+  β_batch and the scale from it and the kept flag of each pair from the
+  targets' `row_targets` (the flag on both rows of the pair).
 - Sampling without replacement uses the Gumbel-top-k trick with per-pair
   uniforms from `ops.pair_uniform` (a hash of the pair's tokens and the step),
   so the draw does not depend on row order, device layout or jit.
@@ -53,23 +54,19 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β₀: the base inverse temperature."""
     alpha: float = 0.6
     """a: sensitivity of β_batch to the kept pairs' mean discrepancy (the README's `a`)."""
-    filter_ratio: float = 0.2
+    filter_ratio: float = pieces.setting(0.2, ge=0.0, lt=1.0)
     """ρ ∈ [0, 1): fraction of each batch's pairs dropped by the β-guided filter."""
-    momentum: float = 0.9
+    momentum: float = pieces.setting(0.9, ge=0.0, le=1.0)
     """m: momentum of the running mean and std of the discrepancy."""
-    beta_min: float = 1e-3
+    beta_min: float = pieces.setting(1e-3, gt=0.0)
     """Floor on β_batch (official clamp)."""
     seed: int = 0
     """Seed of the filter's sampling (combined with the step count)."""
-
-    def __post_init__(self):
-        if not 0.0 <= self.filter_ratio < 1.0:
-            raise ValueError(f"beta_dpo: filter_ratio must lie in [0, 1), got {self.filter_ratio}")
 
 
 def init_state(cfg: Config):
@@ -89,8 +86,11 @@ def _top_k(score, valid, k: int):
 
 
 def advantages(rollout, cfg: Config, state):
-    """Update the running statistics, draw the filter and set β_batch; the
-    advantage is the preference sign on kept pairs' tokens, 0 on dropped ones."""
+    """Update the running statistics, draw the filter and set β_batch.
+
+    Targets: "advantages" is the preference sign on kept pairs' tokens, 0 on
+    dropped ones (what the trainer logs); "row_targets" [B] is each pair's kept
+    flag on both its rows (0 also for a tie or a pair with no trained token)."""
     sign, weight = ops.pair_preference(rollout)
     chosen, rejected = ops.split_pairs(ops.sequence_scores(rollout.behaviour_logprobs, rollout), sign)
     gap = jax.lax.stop_gradient(chosen - rejected)
@@ -116,13 +116,17 @@ def advantages(rollout, cfg: Config, state):
     scale = (n_rows / 2.0) / jnp.maximum(jnp.sum(select), 1)
     new_state = {"gap_mean": gap_mean, "gap_std": gap_std, "step": state["step"] + 1,
                  "beta": beta.astype(jnp.float32), "scale": scale.astype(jnp.float32)}
-    return ops.pair_advantage(select.astype(jnp.float32), sign, rollout), new_state
+    trained = jnp.any(ops.group_view(jnp.any(rollout.loss_mask, axis=1), 2), axis=1)
+    keep = jnp.where(used & trained, 1.0, 0.0)
+    targets = {"advantages": ops.pair_advantage(select.astype(jnp.float32), sign, rollout),
+               "row_targets": jnp.repeat(keep, 2)}
+    return targets, new_state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
+def loss(stats, rollout, targets, cfg: Config, state):
     """Mean over the kept pairs of −log σ(β_batch Δ)."""
     scores = ops.pair_scores(stats, rollout)
-    keep = ops.pair_advantage_values(adv, rollout)
+    keep = ops.group_view(targets["row_targets"], 2)[:, 0]
     per_pair = keep * state["scale"] * ops.logistic_pair_loss(state["beta"] * scores.margin)
     decided = jnp.maximum(jnp.sum(scores.weight), 1.0)
     extra = {"beta_batch": state["beta"], "kept_fraction": jnp.sum(keep * scores.weight) / decided}

@@ -44,7 +44,7 @@ Still [inferred] (the loss cannot see what the official predictor uses):
   s = 0.01 is not calibrated against the paper: it is chosen so that typical
   tokens (|Â| ≈ 1, ‖v‖² ≈ ½) pass the paper's thresholds τ_F = 1e-4,
   τ_H = 0.01 and large-|Â| low-probability tokens are masked.
-- The top-k size is the trainer's (`PolicyStats.topk_logprobs`); the official
+- The top-k size is k = 4 (the record's `topk`, read as `PolicyStats.topk_logprobs`); the official
   code uses the generation top_k (50 by TRL's default).
 
 Not implemented: the official code's optional sentence- and batch-level

@@ -69,24 +69,23 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β > 0: KL-to-reference coefficient of the regularised objective [inferred default]."""
-
-    def __post_init__(self):
-        if not self.beta > 0:
-            raise ValueError(f"copg: beta must be positive (the loss is constant at beta = 0), got {self.beta}")
 
 
 def advantages(rollout, cfg: Config, state):
-    """Rewards centred within the group (the loss reads only their differences)."""
-    return ops.broadcast_to_tokens(ops.group_centre(rollout.rewards, rollout.group_size), rollout), state
+    """{"advantages": the rewards centred within the group, on each row's
+    tokens (what the trainer logs), "row_targets": [B] the same per row (0
+    for a row with no trained token)}; the loss reads only their differences."""
+    centred = ops.broadcast_to_tokens(ops.group_centre(rollout.rewards, rollout.group_size), rollout)
+    return {"advantages": centred, "row_targets": ops.row_values(centred, rollout)}, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
+def loss(stats, rollout, targets, cfg: Config, state):
     """Mean over pairs of (ΔR − βΔh)² = (R^π_β(y) − R^π_β(y'))²."""
     log_ratio = ops.sequence_sum(stats.logprobs - rollout.ref_logprobs, rollout.loss_mask)
-    rewards = ops.row_values(adv, rollout)
+    rewards = targets["row_targets"]
     total = ops.group_pair_regression(cfg.beta * log_ratio, rewards, rollout)
     kl = ops.kl_estimate(jax.lax.stop_gradient(stats.logprobs), rollout.ref_logprobs)
     metrics = {

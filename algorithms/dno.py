@@ -72,25 +72,28 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β (the paper's η): scale of the log-ratio to π_t in the logits [inferred default]."""
     soft_labels: bool = False
     """False: DNO-Prct (hard labels from reward order); True: DNO's soft labels σ(r_i − r_j)."""
-    min_margin: float = 0.0
+    min_margin: float = pieces.setting(0.0, ge=0.0)
     """Hard labels only: pairs with |r_i − r_j| ≤ min_margin are dropped (large-margin filter)."""
 
 
 def advantages(rollout, cfg: Config, state):
-    """Rewards centred within the group (the loss reads only their differences)."""
-    return ops.broadcast_to_tokens(ops.group_centre(rollout.rewards, rollout.group_size), rollout), state
+    """{"advantages": the rewards centred within the group, on each row's
+    tokens (what the trainer logs), "row_targets": [B] the same per row (0
+    for a row with no trained token)}; the loss reads only their differences."""
+    centred = ops.broadcast_to_tokens(ops.group_centre(rollout.rewards, rollout.group_size), rollout)
+    return {"advantages": centred, "row_targets": ops.row_values(centred, rollout)}, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
+def loss(stats, rollout, targets, cfg: Config, state):
     """Logistic loss of z_θ over the pairs of each group."""
     log_ratio, metrics = ops.behaviour_sequence_log_ratio(stats, rollout)
     logits = cfg.beta * ops.group_pair_differences(log_ratio, rollout.group_size)
-    gap = ops.group_pair_differences(ops.row_values(adv, rollout), rollout.group_size)
+    gap = ops.group_pair_differences(targets["row_targets"], rollout.group_size)
     weight = ops.group_pair_weight(rollout)
     if cfg.soft_labels:
         label = jax.nn.sigmoid(gap)
@@ -113,4 +116,5 @@ register(Algorithm(
     loss=loss,
     pairwise=True,
     prepare=pair_groups,
+    metric_reductions={"kept_pairs": "sum"},
 ))

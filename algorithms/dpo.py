@@ -35,10 +35,10 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β: inverse temperature of the implicit reward β log π_θ/π_ref."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = pieces.setting(0.0, ge=0.0, le=1.0)
     """ε: assumed probability that a preference label is flipped (conservative DPO)."""
 
 

@@ -35,15 +35,11 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β: inverse temperature of the implicit reward."""
-    epsilon: float = 1e-3
+    epsilon: float = pieces.setting(1e-3, gt=0.0, lt=1.0)
     """ε ∈ (0, 1): target probability of the rejected response (paper: 1e-3)."""
-
-    def __post_init__(self):
-        if not 0.0 < self.epsilon < 1.0:
-            raise ValueError(f"exo_pair: epsilon must lie in (0, 1), got {self.epsilon}")
 
 
 def advantages(rollout, cfg: Config, state):

@@ -51,10 +51,10 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.ConfigBase):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β: inverse temperature of the implicit reward β log π_θ/π_ref."""
-    lam: float = 1.0
+    lam: float = pieces.setting(1.0, ge=0.0)
     """λ: weight of the winner-reward variance (equivalence) penalty (paper: 1)."""
     threshold: float = 0.5
     """Rows with reward > threshold are winners (equivalent), the others losers."""
@@ -116,4 +116,5 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
+    metric_reductions={"preference_term": "sum", "winner_variance": "sum"},
 ))

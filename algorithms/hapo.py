@@ -29,7 +29,9 @@ Asymmetric Adaptive Clipping: ε_l,t = ε_l (1 − α h_t) for h_t ≤ 0
     ℓ_t = −min(ρ_t Ã_t, clip(ρ_t, 1 − ε_l,t, 1 + ε_h,t) Ã_t),  dual-clipped at c for Ã < 0
 
 token-mean aggregated. With α = β = 0 and the GRPO advantage this is
-GRPO / DAPO with β_KL = 0, dual clip c and token-mean.
+GRPO / DAPO with `kl_coef` = 0, dual clip c and token-mean. The base bounds
+are `clip_eps_low` / `clip_eps_high` (None: same as low), α is `clip_alpha`,
+β is `adv_beta` (not a KL weight).
 
 The fourth component, Adaptive Temperature Sampling, changes the sampler
 (temperature T·(1 + τ h_t)) and is not part of the loss; the behaviour
@@ -63,38 +65,24 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε_l: base lower clip range."""
-    clip_eps_high: float = 0.2
-    """ε_h: base upper clip range."""
-    dual_clip: float | None = 10.0
-    """Dual-clip bound c on negative advantages (the recipe's clip_ratio_c)."""
-    entropy_pivot: float = 0.8
+class Config(pieces.PolicyLoss, pieces.DualClip, pieces.GroupStd):
+    dual_clip: float | None = pieces.setting(10.0, gt=1.0)
+    """Dual-clip bound c on negative advantages (the recipe's clip_ratio_c = 10)."""
+    entropy_pivot: float = pieces.setting(0.8, ge=0.0, le=1.0)
     """p: quantile of the batch's log-entropies that scores 0."""
-    clip_alpha: float = 1.0
+    clip_alpha: float = pieces.setting(1.0, ge=0.0)
     """α: strength of the entropy-adaptive clip bounds (0: fixed bounds)."""
-    adv_beta: float = 1.0
+    adv_beta: float = pieces.setting(1.0, ge=0.0)
     """β: strength of the differential advantage redistribution (0: off)."""
     token_level_advantage: bool = True
     """Token Level Group Average advantage; False: GRPO's z-score."""
-    outlier_threshold: float = 5.0
+    outlier_threshold: float = pieces.setting(5.0, gt=0.0)
     """Groups with a token-level advantage of at least this magnitude fall back to GRPO's."""
-    std_eps: float = 1e-6
-    """ε added to the group std."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (the recipe uses none)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation (the recipe's token-mean)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -133,10 +121,10 @@ def entropy_scores(entropy, valid, pivot: float, eps: float = 1e-8):
     return jnp.where(valid, jnp.where(z > 0, z / top, z / bottom), 0.0)
 
 
-def adaptive_clip(h, clip_eps: float, clip_eps_high: float, alpha: float):
+def adaptive_clip(h, clip_eps_low: float, clip_eps_high: float, alpha: float):
     """Per-token (ε_l,t, ε_h,t): ε_l widened on low-entropy (h ≤ 0) tokens,
     ε_h widened on high-entropy (h > 0) tokens."""
-    eps_low = jnp.where(h <= 0, clip_eps * (1.0 - alpha * h), clip_eps)
+    eps_low = jnp.where(h <= 0, clip_eps_low * (1.0 - alpha * h), clip_eps_low)
     eps_high = jnp.where(h > 0, clip_eps_high * (1.0 + alpha * h), clip_eps_high)
     return eps_low, eps_high
 
@@ -153,26 +141,26 @@ def redistribute(adv, h, ratio, eps_low, eps_high, beta: float):
 def loss(stats, rollout, adv, cfg: Config, state):
     """Entropy-adaptive clipped surrogate with redistributed advantages."""
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
-    eps_low, eps_high = cfg.clip_eps, cfg.clip_eps_high
+    eps_low, eps_high = cfg.clip_bounds
     metrics = {}
     if cfg.clip_alpha or cfg.adv_beta:
         valid = ops.weighted_mask(rollout) > 0
         h = entropy_scores(stats.entropy, valid, cfg.entropy_pivot)
-        eps_low, eps_high = adaptive_clip(h, cfg.clip_eps, cfg.clip_eps_high, cfg.clip_alpha)
+        eps_low, eps_high = adaptive_clip(h, *cfg.clip_bounds, cfg.clip_alpha)
         if cfg.adv_beta:
             adv = redistribute(adv, h, ratio, eps_low, eps_high, cfg.adv_beta)
         metrics["entropy_score_mean"] = ops.masked_mean(h, valid)
     pg, clipped = ops.clipped_surrogate(ratio, adv, eps_low, eps_high, cfg.dual_clip)
     total, reg_metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     return total, metrics | reg_metrics | ops.ratio_metrics(ratio, clipped, rollout)
 
 
 def needs(cfg: Config) -> frozenset[str]:
-    fields = {"entropy"} if (cfg.clip_alpha or cfg.adv_beta) else set()
-    return frozenset(fields) | regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
+    """The entropy scores h_t read the current entropy whenever α or β is on."""
+    return frozenset({"entropy"} if (cfg.clip_alpha or cfg.adv_beta) else ())
 
 
 register(Algorithm(
@@ -183,6 +171,7 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     needs=needs,
+    estimator_fields=("token_level_advantage", "outlier_threshold", "std_eps"),
     exemptions={
         "microbatch": "token entropy scores are normalised by whole-minibatch statistics (the pivot "
                       "quantile, RMS and extreme values of log-entropy), so a microbatch scores tokens differently",

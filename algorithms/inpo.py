@@ -48,27 +48,30 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    eta: float = 0.0075
+class Config(pieces.Pairing):
+    eta: float = pieces.setting(0.0075, gt=0.0)
     """η: inverse mirror-descent step size; the target margin is 1/(2η) [inferred default]."""
-    tau: float = 0.0025
+    tau: float = pieces.setting(0.0025, ge=0.0)
     """τ: KL regularisation toward π_ref; π_ref's weight in the mixture is τ/η (1/3 by
     default; 0 drops π_ref) [inferred default]."""
 
 
 def advantages(rollout, cfg: Config, state):
-    """Rewards centred within the group; only their order within a pair is read."""
-    return ops.broadcast_to_tokens(ops.group_centre(rollout.rewards, rollout.group_size), rollout), state
+    """{"advantages": the rewards centred within the group, on each row's
+    tokens (what the trainer logs), "row_targets": [B] the same per row (0
+    for a row with no trained token)}; only their order within a pair is read."""
+    centred = ops.broadcast_to_tokens(ops.group_centre(rollout.rewards, rollout.group_size), rollout)
+    return {"advantages": centred, "row_targets": ops.row_values(centred, rollout)}, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
+def loss(stats, rollout, targets, cfg: Config, state):
     """Mean over decided pairs of (margin of log π_θ over the mixed reference − 1/(2η))²."""
     mix = cfg.tau / cfg.eta
     anchor = rollout.behaviour_logprobs
     if mix:
         anchor = mix * rollout.ref_logprobs + (1.0 - mix) * anchor
     log_ratio = ops.sequence_sum(stats.logprobs - anchor, rollout.loss_mask)
-    sign = jnp.sign(ops.group_pair_differences(ops.row_values(adv, rollout), rollout.group_size))
+    sign = jnp.sign(ops.group_pair_differences(targets["row_targets"], rollout.group_size))
     margin = sign * ops.group_pair_differences(log_ratio, rollout.group_size)
     weight = jnp.where(sign != 0, ops.group_pair_weight(rollout), 0.0)
     total = ops.aggregate_group_pairs(jnp.square(margin - 0.5 / cfg.eta), weight, rollout)

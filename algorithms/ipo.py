@@ -41,8 +41,8 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """τ: regularisation strength; the target margin is 1/(2τ)."""
     length_normalise: bool = True
     """Average the log-ratio over the response's tokens (TRL and the authors'

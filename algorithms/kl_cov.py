@@ -18,7 +18,8 @@ are chosen whatever the row order); there is no ratio clipping:
 
 The penalty pulls the few tokens that drive entropy collapse back towards
 the behaviour policy. With r = 0 the loss is the unclipped importance-
-weighted surrogate −ρÂ, i.e. GRPO with ε → ∞ and β = 0.
+weighted surrogate −ρÂ, i.e. GRPO with ε → ∞ and `kl_coef` = 0 (κ, `kl_cov_coef`, is not
+the KL-to-reference weight `kl_coef`).
 
 Batch coupling: the centring means, N and the top-k ranking are whole-batch
 quantities (verl computes them per micro-batch), so the `microbatch`
@@ -43,25 +44,16 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
+
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    kl_cov_ratio: float = 2e-4
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation, pieces.GroupStd):
+    kl_cov_ratio: float = pieces.setting(2e-4, ge=0.0, le=1.0)
     """r: fraction of the batch's trained tokens that get the KL penalty (0: no penalty)."""
-    kl_cov_coef: float = 1.0
+    kl_cov_coef: float = pieces.setting(1.0, ge=0.0)
     """κ: weight of |log ρ| on the selected tokens (verl's ppo_kl_coef)."""
-    std_eps: float = 1e-6
-    """ε_std of the GRPO group z-score advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation (verl's default token-mean)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -82,7 +74,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     pg = -ratio * adv + jnp.where(selected, cfg.kl_cov_coef * penalty, 0.0)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["kl_cov_frac"] = ops.masked_mean(selected.astype(jnp.float32), valid)
     metrics["abs_log_ratio"] = ops.masked_mean(jnp.abs(log_ratio), valid)
@@ -97,7 +89,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps",),
     exemptions={
         "microbatch": "the penalised tokens are the top r·N of the whole minibatch by a covariance "
                       "centred on batch means, so a microbatch selects different tokens",

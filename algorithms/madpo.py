@@ -41,23 +41,19 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β: inverse temperature of the implicit reward."""
-    c_max: float = 2.0
+    c_max: float = pieces.setting(2.0, ge=1.0)
     """c at margin 0: the amplification of the hardest pairs (≥ 1)."""
-    c_min: float = 0.5
+    c_min: float = pieces.setting(0.5, ge=0.0, lt=1.0)
     """c as |h| → ∞: the damping of the easiest pairs (< 1)."""
-    lam: float = 1.0
+    lam: float = pieces.setting(1.0, ge=0.0)
     """λ: steepness of the transition of c around τ."""
-    tau: float = 2.0
+    tau: float = pieces.setting(2.0, ge=0.0)
     """τ: reward margin where c = 1; pairs with h ≤ −τ keep weight 1."""
-    margin_component: int | None = None
+    margin_component: int | None = pieces.setting(None, ge=0)
     """None: h_φ from `rewards`; j: h_φ from `reward_components[:, j]`."""
-
-    def __post_init__(self):
-        if not (self.c_min < 1.0 <= self.c_max):
-            raise ValueError(f"madpo: need c_min < 1 <= c_max, got c_min={self.c_min}, c_max={self.c_max}")
 
 
 def coefficient(margin, cfg: Config):

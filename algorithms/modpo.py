@@ -38,17 +38,13 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β: inverse temperature of the implicit reward."""
-    preference_weight: float = 0.5
+    preference_weight: float = pieces.setting(0.5, gt=0.0)
     """w_k > 0: weight of the objective whose preferences label the pairs."""
     component_weights: tuple[float, ...] | None = None
     """w_j of the C reward components (None: (1 − w_k)/C each)."""
-
-    def __post_init__(self):
-        if self.preference_weight <= 0:
-            raise ValueError(f"modpo: preference_weight must be > 0, got {self.preference_weight}")
 
 
 def advantages(rollout, cfg: Config, state):

@@ -22,7 +22,8 @@ A = (r'(y₁) − r'(y₂))/2:
     joint     ℓ = −min(ρ₁₂ A, clip(ρ₁₂, 1 ± ε) A),   ρ₁₂ = ρ(y₁)/ρ(y₂)
               (symmetrised: the mean of the (y₁, y₂) and (y₂, y₁) orderings)
 
-averaged over pairs. "separate" is, per row, the clipped surrogate with a
+averaged over pairs (ε = `clip_eps_low`; `clip_eps_high` sets an upper bound
+1 + ε_high apart from it, the same by default; β_KL = `kl_coef`). "separate" is, per row, the clipped surrogate with a
 sequence ratio and the partner-baseline advantage; it is computed per row
 with the leave-one-out advantage K/(K − 1)(r'_i − mean r'), which for K = 2
 is the pair form above and for a group of K > 2 rows equals the mean over
@@ -49,7 +50,7 @@ clipping them jointly.
 [inferred] The exact clipped surrogates of section 4.2 (in particular
 whether the separate form also weights each term by the partner's detached
 ratio, and whether the joint ratio is ρ(y₁)/ρ(y₂) as here) and the defaults
-ε = 0.2 and β_KL = 0.05: section 4.2 and the hyperparameter tables were
+ε = 0.2 (`clip_eps_low`) and β_KL = 0.05 (`kl_coef`): section 4.2 and the hyperparameter tables were
 searched for (arXiv HTML, ar5iv, the BAIR post, paper summaries and
 GitHub) and not found; no official code was found.
 """
@@ -68,39 +69,50 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε: the sequence ratio is clipped to [1 − ε, 1 + ε] [inferred default]."""
+class Config(pieces.RatioClip, pieces.KLPenalty, pieces.Pairing):
     clip_mode: Literal["separate", "joint"] = "separate"
-    """Clip each response's ratio (separate) or the pair's relative ratio ρ(y₁)/ρ(y₂) (joint)."""
-    kl_coef: float = 0.05
-    """β_KL: KL-to-reference penalty folded into the sequence reward (0 drops the reference) [inferred default]."""
+    """Clip each response's sequence ratio (separate) or the pair's relative ratio ρ(y₁)/ρ(y₂) (joint)."""
+    kl_coef: float = pieces.setting(0.05, ge=0.0)
+    """β_KL: KL-to-reference penalty folded into the sequence reward, not into
+    the loss (0 drops the reference) [inferred default 0.05]."""
+    kl_estimator: ops.KLEstimator = "k1"
+    """Estimator of the per-token reward KL at the sampling policy (k1 = log π_old −
+    log π_ref, the paper's sequence KL of Algorithm 1)."""
+
+
+def _kl_reward_penalty(rollout, cfg: Config):
+    """[B, T]: −β_KL·KL̂_t(π_old ‖ π_ref) on trained tokens (`ops.kl_reward_penalty` for k1)."""
+    if cfg.kl_estimator == "k1" or not cfg.kl_coef:
+        return ops.kl_reward_penalty(rollout, cfg.kl_coef)
+    kl = ops.kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, cfg.kl_estimator)
+    return jnp.where(rollout.loss_mask, -cfg.kl_coef * kl, 0.0)
 
 
 def advantages(rollout, cfg: Config, state):
-    """r' = r − β_KL Σ_t (log π_old − log π_ref), centred within the group
-    (for K = 2: A = ±(r'₁ − r'₂)/2)."""
-    rewards = rollout.rewards + ops.kl_reward_penalty(rollout, cfg.kl_coef).sum(axis=1)
-    return ops.broadcast_to_tokens(ops.group_centre(rewards, rollout.group_size), rollout), state
+    """{"advantages": r' = r − β_KL Σ_t (log π_old − log π_ref) centred within
+    the group (for K = 2: A = ±(r'₁ − r'₂)/2) on each row's tokens,
+    "row_targets": [B] the same per row (0 for a row with no trained token)}."""
+    rewards = rollout.rewards + _kl_reward_penalty(rollout, cfg).sum(axis=1)
+    centred = ops.broadcast_to_tokens(ops.group_centre(rewards, rollout.group_size), rollout)
+    return {"advantages": centred, "row_targets": ops.row_values(centred, rollout)}, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
+def loss(stats, rollout, targets, cfg: Config, state):
     """Clipped pairwise surrogate, averaged over the pairs of each group."""
     k = rollout.group_size
+    eps_low, eps_high = cfg.clip_bounds
     log_ratio, metrics = ops.behaviour_sequence_log_ratio(stats, rollout)
-    centred = ops.row_values(adv, rollout)
+    centred = targets["row_targets"]
     if cfg.clip_mode == "separate":
         seq_ratio = ops.ratio(log_ratio, 0.0)
-        surrogate, clipped = ops.clipped_surrogate(seq_ratio, k / (k - 1) * centred, cfg.clip_eps, cfg.clip_eps)
+        surrogate, clipped = ops.clipped_surrogate(seq_ratio, k / (k - 1) * centred, eps_low, eps_high)
         total = ops.aggregate_rows(surrogate, rollout)
         weight = rollout.sample_weight
     elif cfg.clip_mode == "joint":
         half_gap = 0.5 * ops.group_pair_differences(centred, k)
         seq_ratio = ops.ratio(ops.group_pair_differences(log_ratio, k), 0.0)
-        forward, clipped = ops.clipped_surrogate(seq_ratio, half_gap, cfg.clip_eps, cfg.clip_eps)
-        backward, clipped_back = ops.clipped_surrogate(
-            jnp.swapaxes(seq_ratio, 1, 2), -half_gap, cfg.clip_eps, cfg.clip_eps
-        )
+        forward, clipped = ops.clipped_surrogate(seq_ratio, half_gap, eps_low, eps_high)
+        backward, clipped_back = ops.clipped_surrogate(jnp.swapaxes(seq_ratio, 1, 2), -half_gap, eps_low, eps_high)
         weight = ops.group_pair_weight(rollout)
         total = ops.aggregate_group_pairs(0.5 * (forward + backward), weight, rollout)
         clipped = clipped | clipped_back
@@ -122,7 +134,6 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: frozenset({"ref_logprobs"} if cfg.kl_coef else set()),
     pairwise=True,
     prepare=pair_groups,
 ))

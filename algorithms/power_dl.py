@@ -29,7 +29,7 @@ with margin 0. l stays in [0, 1] (a convex combination).
 Implementation: the labels live in the state, a table indexed by
 `prompt_ids` (one pair per prompt id, as `rlzoo.preference_data` assigns; ids
 are taken modulo `num_labels`). `advantages` reads the batch's labels l_t
-into the advantage (sign · l on each row's tokens) for the loss, and writes
+into the targets (`row_targets`: l on both rows of the pair) for the loss, and writes
 l_{t+1} from σ(z) under `behaviour_logprobs` (the policy at the start of the
 step) — once per minibatch, so accumulation stays exact.
 
@@ -63,19 +63,15 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 2.0
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(2.0, gt=0.0)
     """β: scale of the length-normalised reward [inferred default]."""
-    eta: float = 1.0
+    eta: float = pieces.setting(1.0, ge=0.0)
     """η: weight of the robust-reward (imitation) term η β s(y_w) [inferred default]."""
-    label_step: float = 0.1
+    label_step: float = pieces.setting(0.1, ge=0.0, le=1.0)
     """γ ∈ [0, 1]: step of the dynamic-label update (0: fixed hard labels) [inferred default]."""
-    num_labels: int = 65536
+    num_labels: int = pieces.setting(65536, ge=1)
     """Size of the soft-label table (pairs are indexed by prompt_ids modulo this)."""
-
-    def __post_init__(self):
-        if not 0.0 <= self.label_step <= 1.0:
-            raise ValueError(f"power_dl: label_step must lie in [0, 1], got {self.label_step}")
 
 
 def init_state(cfg: Config):
@@ -88,7 +84,10 @@ def _pair_ids(rollout, cfg: Config):
 
 
 def advantages(rollout, cfg: Config, state):
-    """sign · l_t on each row's tokens; the state gets l_{t+1} = (1 − γ) l_t + γ σ(z_behaviour)."""
+    """Targets {"advantages": sign · l_t on each row's tokens (what the trainer
+    logs), "row_targets": [B] the pair's label l_t on both its rows (0 for a tie
+    or a pair with no trained token)}; the state gets
+    l_{t+1} = (1 − γ) l_t + γ σ(z_behaviour)."""
     sign, weight = ops.pair_preference(rollout)
     ids = _pair_ids(rollout, cfg)
     labels = state["labels"][ids]
@@ -97,13 +96,17 @@ def advantages(rollout, cfg: Config, state):
     target = jax.nn.sigmoid(cfg.beta * (chosen - rejected))
     updated = jnp.where(weight > 0, (1.0 - cfg.label_step) * labels + cfg.label_step * target, labels)
     table = state["labels"].at[ids].set(updated)
-    return ops.pair_advantage(labels, sign, rollout), {"labels": table}
+    trained = jnp.any(ops.group_view(jnp.any(rollout.loss_mask, axis=1), 2), axis=1)
+    decided = ops.group_view(sign, 2)[:, 0] != 0
+    targets = {"advantages": ops.pair_advantage(labels, sign, rollout),
+               "row_targets": jnp.repeat(jnp.where(decided & trained, labels, 0.0), 2)}
+    return targets, {"labels": table}
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
+def loss(stats, rollout, targets, cfg: Config, state):
     """Mean over decided pairs of the soft-label logistic loss minus η β s(y_w)."""
     scores = ops.pair_scores(stats, rollout, reference=False, length_normalise=True)
-    label = ops.pair_advantage_values(adv, rollout)
+    label = ops.group_view(targets["row_targets"], 2)[:, 0]
     preference = ops.logistic_pair_loss(cfg.beta * scores.margin, label, 1.0 - label)
     per_pair = preference - cfg.eta * cfg.beta * scores.chosen
     decided = jnp.maximum(jnp.sum(scores.weight), 1.0)

@@ -32,16 +32,12 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β: inverse temperature of the implicit reward β log π_θ/π_ref."""
-    label_flip_rate: float = 0.1
+    label_flip_rate: float = pieces.setting(0.1, ge=0.0, lt=0.5)
     """ε ∈ [0, ½): the known probability that a preference label is flipped
     (the paper's experiments use 0.1 with β = 0.1)."""
-
-    def __post_init__(self):
-        if not 0.0 <= self.label_flip_rate < 0.5:
-            raise ValueError(f"rdpo: label_flip_rate must lie in [0, 0.5), got {self.label_flip_rate}")
 
 
 def advantages(rollout, cfg: Config, state):

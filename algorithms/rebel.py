@@ -9,7 +9,7 @@ iterate π_t and regresses the difference of their log-ratios onto the
 difference of their rewards:
 
     s_θ(y)   = Σ_t log π_θ(y_t | x, y_<t) − log π_t(y_t | x, y_<t)      (trained tokens)
-    r'(y)    = r(x, y) − β_KL Σ_t (log π_t(y_t) − log π_ref(y_t))       (KL-penalised reward)
+    r'(y)    = r(x, y) − β_KL Σ_t (log π_t(y_t) − log π_ref(y_t))       (KL-penalised reward, β_KL = kl_coef)
     ℓ(y, y') = ((s_θ(y) − s_θ(y')) − η (r'(y) − r'(y')))²
 
 averaged over pairs. π_t is the policy that generated the pair, so its
@@ -31,7 +31,7 @@ a fixed preference margin instead of a reward difference), CoPG.
 Equivalents: none in TRL or verl. Verified against the official code,
 github.com/ZhaolinGao/REBEL src/tldr/rebel.py (loss
 `((new_logprobs − logprobs)[:n] − (…)[n:] − eta·(r[:n] − r[n:]))²`,
-sequence-summed log-probs, KL-penalised rewards, eta = 1.0,
+sequence-summed log-probs, KL-penalised rewards (k1), eta = 1.0,
 kl_coef = 0.05).
 """
 
@@ -39,31 +39,47 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
+
 from rlzoo import ops, pieces
 from rlzoo.experience.prepare import pair_groups
 from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    eta: float = 1.0
+class Config(pieces.KLPenalty, pieces.Pairing):
+    eta: float = pieces.setting(1.0, gt=0.0)
     """η: target log-ratio difference per unit of reward difference (official code default)."""
-    kl_coef: float = 0.05
-    """β_KL: KL-to-reference penalty folded into the sequence reward (official code default; 0 drops the reference)."""
+    kl_coef: float = pieces.setting(0.05, ge=0.0)
+    """β_KL: KL-to-reference penalty folded into the sequence reward, not into
+    the loss (official code default 0.05; 0 drops the reference)."""
+    kl_estimator: ops.KLEstimator = "k1"
+    """Estimator of the per-token reward KL at π_t (k1 = log π_t − log π_ref, the official code's)."""
+
+
+def _kl_reward_penalty(rollout, cfg: Config):
+    """[B, T]: −β_KL·KL̂_t(π_t ‖ π_ref) on trained tokens (`ops.kl_reward_penalty` for k1)."""
+    if cfg.kl_estimator == "k1" or not cfg.kl_coef:
+        return ops.kl_reward_penalty(rollout, cfg.kl_coef)
+    kl = ops.kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, cfg.kl_estimator)
+    return jnp.where(rollout.loss_mask, -cfg.kl_coef * kl, 0.0)
 
 
 def advantages(rollout, cfg: Config, state):
-    """r' = r − β_KL Σ_t (log π_t − log π_ref), centred within the group.
+    """{"advantages": r' = r − β_KL Σ_t (log π_t − log π_ref) centred within the
+    group, on each row's tokens, "row_targets": [B] the same per row (0 for a
+    row with no trained token)}.
 
     Centring keeps every pairwise difference r'_i − r'_j, which is all the
     loss reads; for K = 2 the rows get ±(r'_1 − r'_2)/2."""
-    rewards = rollout.rewards + ops.kl_reward_penalty(rollout, cfg.kl_coef).sum(axis=1)
-    return ops.broadcast_to_tokens(ops.group_centre(rewards, rollout.group_size), rollout), state
+    rewards = rollout.rewards + _kl_reward_penalty(rollout, cfg).sum(axis=1)
+    centred = ops.broadcast_to_tokens(ops.group_centre(rewards, rollout.group_size), rollout)
+    return {"advantages": centred, "row_targets": ops.row_values(centred, rollout)}, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """Mean over pairs of ((s_θ(y_i) − s_θ(y_j)) − η (A_i − A_j))²."""
-    return ops.behaviour_log_ratio_regression(stats, rollout, cfg.eta * ops.row_values(adv, rollout))
+def loss(stats, rollout, targets, cfg: Config, state):
+    """Mean over pairs of ((s_θ(y_i) − s_θ(y_j)) − η (A_i − A_j))², A = `row_targets`."""
+    return ops.behaviour_log_ratio_regression(stats, rollout, cfg.eta * targets["row_targets"])
 
 
 register(Algorithm(
@@ -73,7 +89,6 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: frozenset({"ref_logprobs"} if cfg.kl_coef else set()),
     pairwise=True,
     prepare=pair_groups,
 ))

@@ -46,8 +46,8 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    eta: float = 1.0
+class Config(pieces.Pairing):
+    eta: float = pieces.setting(1.0, gt=0.0)
     """η: target log-ratio difference per unit of Q̂ difference (official code default)."""
     q_estimate: Literal["outcome", "reward-to-go"] = "outcome"
     """Q̂ source: the row's `rewards` (the finished dialogue's return), or the
@@ -66,14 +66,16 @@ def _q_hat(rollout, cfg: Config):
 
 
 def advantages(rollout, cfg: Config, state):
-    """Q̂ centred within the group (keeps every difference Q̂_i − Q̂_j)."""
-    q_hat = ops.group_centre(_q_hat(rollout, cfg), rollout.group_size)
-    return ops.broadcast_to_tokens(q_hat, rollout), state
+    """{"advantages": Q̂ centred within the group (keeps every difference
+    Q̂_i − Q̂_j) on each row's tokens, "row_targets": [B] the same per row
+    (0 for a row with no trained token)}."""
+    q_hat = ops.broadcast_to_tokens(ops.group_centre(_q_hat(rollout, cfg), rollout.group_size), rollout)
+    return {"advantages": q_hat, "row_targets": ops.row_values(q_hat, rollout)}, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """Mean over pairs of ((s_θ(y_i) − s_θ(y_j)) − η (A_i − A_j))²."""
-    return ops.behaviour_log_ratio_regression(stats, rollout, cfg.eta * ops.row_values(adv, rollout))
+def loss(stats, rollout, targets, cfg: Config, state):
+    """Mean over pairs of ((s_θ(y_i) − s_θ(y_j)) − η (A_i − A_j))², A = `row_targets`."""
+    return ops.behaviour_log_ratio_regression(stats, rollout, cfg.eta * targets["row_targets"])
 
 
 register(Algorithm(

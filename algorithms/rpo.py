@@ -39,10 +39,10 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.01
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.01, gt=0.0)
     """β: inverse temperature of the implicit reward (paper: 0.01)."""
-    eta: float = 0.005
+    eta: float = pieces.setting(0.005, ge=0.0)
     """η: weight of the SFT regulariser, which enters as η·β·L_SFT (paper: 0.005)."""
     sft_normalisation: Literal["sum", "mean"] = "sum"
     """L_SFT as the sequence NLL ("sum", the paper) or its per-token mean ("mean")."""

@@ -33,14 +33,14 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 2.0
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(2.0, gt=0.0)
     """β: scale of the reference-free reward (official default 2.0)."""
     gamma: float = 0.5
     """γ: target reward margin (official default γ/β = 0.25)."""
     length_normalise: bool = True
     """Average the log-likelihood over the response's tokens (the paper); sum it when False."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = pieces.setting(0.0, ge=0.0, le=1.0)
     """ε: assumed label-flip probability (0 in the paper)."""
 
 

@@ -58,8 +58,8 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    eta: float = 1000.0
+class Config(pieces.ConfigBase):
+    eta: float = pieces.setting(1000.0, gt=0.0)
     """η: step size of the multiplicative-weights update (1/β; official β = 0.001)."""
     win_rate: Literal["bradley-terry", "hard", "given"] = "bradley-terry"
     """How P̂ is obtained: group average of σ(r_i − r_j) (official), of the hard 1/½/0
@@ -67,18 +67,20 @@ class Config:
 
 
 def advantages(rollout, cfg: Config, state):
-    """P̂(y_i ≻ π_t) − ½ on the tokens of row i."""
+    """{"advantages": P̂(y_i ≻ π_t) − ½ on the tokens of row i, "row_targets":
+    [B] the same per row (0 for a row with no trained token)}."""
     if cfg.win_rate == "given":
         rate = rollout.rewards
     else:
         rate = ops.group_win_rates(rollout.rewards, rollout.sample_weight, rollout.group_size, cfg.win_rate)
-    return ops.broadcast_to_tokens(rate - 0.5, rollout), state
+    adv = ops.broadcast_to_tokens(rate - 0.5, rollout)
+    return {"advantages": adv, "row_targets": ops.row_values(adv, rollout)}, state
 
 
-def loss(stats, rollout, adv, cfg: Config, state):
-    """1/N Σ_i (s_θ(y_i) − η A_i)²."""
+def loss(stats, rollout, targets, cfg: Config, state):
+    """1/N Σ_i (s_θ(y_i) − η A_i)², A = `row_targets`."""
     log_ratio, metrics = ops.behaviour_sequence_log_ratio(stats, rollout)
-    total = ops.aggregate_rows(jnp.square(log_ratio - cfg.eta * ops.row_values(adv, rollout)), rollout)
+    total = ops.aggregate_rows(jnp.square(log_ratio - cfg.eta * targets["row_targets"]), rollout)
     return total, metrics | {"pg_loss": total}
 
 

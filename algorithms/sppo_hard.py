@@ -37,8 +37,8 @@ from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    beta: float = 0.1
+class Config(pieces.Pairing):
+    beta: float = pieces.setting(0.1, gt=0.0)
     """β = 1/η: the chosen / rejected log-ratios are regressed onto ±1/(2β)."""
 
 

@@ -6,14 +6,14 @@ on-policy the gradient is REINFORCE's with redistributed advantages."""
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
 from rlzoo.algorithms.hapo import adaptive_clip, entropy_scores
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 HAPO = get_algorithm("hapo")
 GRPO = get_algorithm("grpo")
@@ -22,15 +22,14 @@ seeds = st.integers(0, 2**16)
 CFG = HAPO.Config()
 
 
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+compiled = functools.cache(compiled)
 
 
 @given(seeds, st.sampled_from([0.3, 1.5]))
 def test_entropy_independent_settings_are_grpo_with_dual_clip(seed, shift):
     cfg = HAPO.Config(clip_alpha=0.0, adv_beta=0.0, token_level_advantage=False)
-    grpo_cfg = GRPO.Config(clip_eps=0.2, dual_clip=10.0, beta=0.0, aggregation="token-mean")
+    grpo_cfg = GRPO.Config(clip_eps_low=0.2, dual_clip=10.0, kl_coef=0.0, aggregation="token-mean")
     rollout, stats = random_batch(seed, B, T, K)
     rng = np.random.default_rng(seed)
     logp = np.minimum(np.asarray(rollout.behaviour_logprobs) + shift * rng.normal(0, 1, (B, T)), 0.0)
@@ -99,3 +98,13 @@ def test_on_policy_gradient_is_reinforce_with_redistributed_advantages(seed):
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, redistributed, "token-mean"),
                                rtol=1e-5, atol=1e-7)
     assert metrics["clip_frac"] == 0
+
+
+def test_config_defaults_and_ranges():
+    assert (CFG.clip_bounds, CFG.dual_clip, CFG.kl_coef, CFG.aggregation) == ((0.2, 0.2), 10.0, 0.0, "token-mean")
+    assert HAPO.required(CFG) == {"entropy"}
+    assert HAPO.required(HAPO.Config(clip_alpha=0.0, adv_beta=0.0)) == frozenset()
+    with pytest.raises(ValueError, match="--entropy-pivot must be <= 1.0"):
+        HAPO.Config(entropy_pivot=1.5)
+    with pytest.raises(ValueError, match="--clip-eps-low must be >= 0.0"):
+        HAPO.Config(clip_eps_low=-1.0)

@@ -5,24 +5,23 @@ tokens with the largest batch-centred covariance, and only they, carry
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 KL_COV = get_algorithm("kl_cov")
 GRPO = get_algorithm("grpo")
 B, T, K = 8, 10, 4
 seeds = st.integers(0, 2**16)
-NO_CLIP = GRPO.Config(clip_eps=1e9, beta=0.0, aggregation="token-mean")
+NO_CLIP = GRPO.Config(clip_eps_low=1e9, kl_coef=0.0, aggregation="token-mean")
 
 
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+compiled = functools.cache(compiled)
 
 
 def _adv(rollout):
@@ -104,3 +103,13 @@ def test_exactly_k_tokens_even_with_tied_covariances():
     permuted = rollout.select_rows(order)
     chosen_p = ops.top_k_exact(cov[order], permuted.loss_mask, k, ops.token_uniform(0, permuted))
     np.testing.assert_array_equal(np.asarray(chosen_p), np.asarray(chosen)[order])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("kl_cov_ratio", 1.5, "--kl-cov-ratio must be <= 1.0"),
+    ("kl_cov_ratio", -0.1, "--kl-cov-ratio must be >= 0.0"),
+    ("kl_cov_coef", -1.0, "--kl-cov-coef must be >= 0.0"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        KL_COV.Config(**{field: value})
