@@ -48,7 +48,9 @@ Microbatch accumulation (exempt). S is a whole-batch quantile of the current
 log-probs (the official code takes it per micro-batch).
 
 Closest relative: GRPO/DAPO clipped surrogate; with q⁻ = q⁺ = 0 it is GRPO
-with β = 0, token-mean and the (ε_l, ε_h) bounds.
+with `kl_coef` = 0, token-mean and the (ε_l, ε_h) = (`clip_eps_low`,
+`clip_eps_high`) bounds. `kl_estimator` estimates both the KL to the proxy
+and (when `kl_coef` > 0) the KL to the reference.
 
 Equivalents: Lp-Reg-dev verl `actor.loss_mode=lp_reg` (`minp_p_threshold`,
 `logp_neg_k_percent`, `logp_pos_k_percent`, `ppo_kl_coef`, `kl_type`).
@@ -72,38 +74,28 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pieces.PolicyLoss, pieces.GroupStd):
     proxy_policy: Literal["old", "current"] = "old"
     """Policy π_proxy is built from: the old (sampling) policy, the paper's default, or the current one."""
-    minp_threshold: float = 0.02
+    minp_threshold: float = pieces.setting(0.02, gt=0.0, le=1.0)
     """κ: tokens with π < κ · max π are filtered out of the proxy (min-p)."""
-    neg_fraction: float = 0.01
+    neg_fraction: float = pieces.setting(0.01, ge=0.0, le=1.0)
     """q⁻: fraction of negative-advantage tokens (lowest log-prob first) considered."""
-    pos_fraction: float = 0.0
+    pos_fraction: float = pieces.setting(0.0, ge=0.0, le=1.0)
     """q⁺: the same for positive-advantage tokens (0: none, the paper)."""
-    reg_coef: float = 1.0
-    """c: weight of KL(π_θ ‖ π_proxy) on the selected tokens (ppo_kl_coef)."""
-    clip_eps_low: float = 1.0
-    """ε_l of the clipped surrogate on the other tokens (the paper's scripts)."""
-    clip_eps_high: float = 9.0
-    """ε_h of the clipped surrogate on the other tokens (the paper's scripts)."""
+    reg_coef: float = pieces.setting(1.0, ge=0.0)
+    """c: weight of KL(π_θ ‖ π_proxy) on the selected tokens (ppo_kl_coef; estimated with kl_estimator)."""
+    clip_eps_low: float = pieces.setting(1.0, ge=0.0)
+    """ε_l of the clipped surrogate on the other tokens (the paper's scripts: 1.0)."""
+    clip_eps_high: float | None = pieces.setting(9.0, ge=0.0)
+    """ε_h of the clipped surrogate on the other tokens (the paper's scripts: 9.0)."""
     scale_rewards: bool = True
     """GRPO's std-normalised group advantage (adv_estimator=grpo)."""
-    std_eps: float = 1e-6
-    """ε added to the group std."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation (the paper's scripts)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (0 in the paper)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """Estimator of KL to the proxy and to the reference ("low_var_kl" = k3)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def proxy_logprob(topk_logprobs, logp, threshold: float):
@@ -135,7 +127,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     """Clipped surrogate, with −ρÂ + c·KL(π_θ ‖ π_proxy) on the selected sparks."""
     logp = stats.logprobs
     ratio = ops.ratio(logp, rollout.behaviour_logprobs)
-    pg, clipped = ops.clipped_surrogate(ratio, adv, cfg.clip_eps_low, cfg.clip_eps_high)
+    pg, clipped = ops.clipped_surrogate(ratio, adv, *cfg.clip_bounds)
 
     trained = ops.weighted_mask(rollout) > 0
     logp_ng = jax.lax.stop_gradient(logp)
@@ -152,7 +144,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     per_token = jnp.where(selected, -ratio * adv + cfg.reg_coef * reg, pg)
     total, metrics = ops.regularised_policy_loss(
         per_token, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     mask = ops.weighted_mask(rollout)
     metrics["reg_frac"] = ops.masked_mean(selected.astype(jnp.float32), mask)
@@ -162,7 +154,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
 
 def needs(cfg: Config) -> frozenset[str]:
     proxy_source = "old_topk_logprobs" if cfg.proxy_policy == "old" else "topk_logprobs"
-    return frozenset({proxy_source}) | regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
+    return frozenset({proxy_source})
 
 
 register(Algorithm(
@@ -173,6 +165,8 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     needs=needs,
+    topk=4,
+    estimator_fields=("scale_rewards", "std_eps"),
     exemptions={
         "microbatch": "the regularised tokens are the lowest-probability fraction q of the whole "
         "batch's negative-advantage tokens (a batch quantile of the current log-probs; the "

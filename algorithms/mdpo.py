@@ -50,28 +50,18 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    step_size: float = 1.0
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation, pieces.GroupStd):
+    step_size: float = pieces.setting(1.0, gt=0.0)
     """t (the initial t_k): the proximal weight is 1/t_k."""
-    anneal_iterations: int | None = None
+    anneal_iterations: int | None = pieces.setting(None, ge=1)
     """K: anneal t_k = t·(1 − k/K) over K batches (the paper; None: constant t)."""
     scale_rewards: bool = True
     """Standardise group-centred rewards by the group std (the paper standardises advantages)."""
-    std_eps: float = 1e-6
-    """ε added to the group std."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation of the per-token loss (the official mean over timesteps)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (not in the paper)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL-to-reference estimator for beta > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (the official code's entcoeff defaults to 0)."""
 
 
 def init_state(cfg: Config):
@@ -110,7 +100,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     weight = jax.lax.stop_gradient(proximal_weight(cfg, state))
     total, metrics = ops.regularised_policy_loss(
         pg + weight * kl_old, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["pg_loss"] = ops.aggregate(pg, rollout, cfg.aggregation)
     metrics["kl_old"] = ops.masked_mean(kl_old, ops.weighted_mask(rollout))
@@ -126,5 +116,5 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     init_state=init_state,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("scale_rewards", "std_eps"),
 ))

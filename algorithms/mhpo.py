@@ -55,34 +55,26 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    fidelity_scale: float = 1.5
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation, pieces.GroupStd):
+    fidelity_scale: float = pieces.setting(1.5, gt=0.0)
     """c: ψ = c·tanh(log ρ / c) lies in (−c, c); the gradient multiplier is at most e^c."""
     hazard: bool = True
     """Apply the decoupled hazard penalty e^{−ζ} (False: the paper's LFM-only ablation)."""
-    hazard_scale_up: float = 1.0
+    hazard_scale_up: float = pieces.setting(1.0, gt=0.0)
     """λ₊: Weibull scale of the upward shift (ρ > 1)."""
-    hazard_shape_up: float = 1.5
+    hazard_shape_up: float = pieces.setting(1.5, gt=0.0)
     """k₊: Weibull shape of the upward shift."""
-    hazard_scale_down: float = 0.8
+    hazard_scale_down: float = pieces.setting(0.8, gt=0.0)
     """λ₋: Weibull scale of the downward shift (ρ < 1); smaller than λ₊: earlier onset."""
-    hazard_shape_down: float = 2.0
+    hazard_shape_down: float = pieces.setting(2.0, gt=0.0)
     """k₋: Weibull shape of the downward shift; larger than k₊: faster growth."""
-    std_eps: float = 1e-6
-    """ε_std of the GRPO group z-score advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (the paper trains without one)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
     aggregation: ops.Aggregation = "seq-mean-token-mean"
     """Aggregation (the paper's 1/G Σ_i 1/|y_i| Σ_t)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -116,7 +108,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
         log_weight = psi - zeta
     total, metrics = ops.regularised_policy_loss(
         -jnp.exp(log_weight) * adv, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     if cfg.hazard:
         mask = ops.weighted_mask(rollout)
@@ -132,5 +124,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps",),
 ))

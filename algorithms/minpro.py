@@ -29,7 +29,8 @@ ratio as Π_t = Π_{i≤t} ρ_i and MinPRO as a "minimum-based product" that
 down-weights a token's gradient when any single-step ratio in its prefix is
 small, which matches m_t multiplying the token term. [inferred] Still not
 confirmed: the exact combination (sg(m_t) times PPO's clipped token
-surrogate), the cap at 1 (`prefix_cap`) and the defaults (ε = 0.2,
+surrogate), the cap at 1 (`prefix_cap`) and the defaults (ε = 0.2 as
+`clip_eps_low` with symmetric `clip_eps_high`,
 token-mean aggregation, GRPO advantages). Searched: the arXiv HTML and the
 paper-summary pages (emergentmind, koineu, alphaxiv-style summaries,
 huggingface papers) only expose the abstract and introduction, and no
@@ -44,28 +45,14 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε_low of the token-ratio clip [inferred default]."""
-    clip_eps_high: float | None = None
-    """ε_high of the token-ratio clip (None: same as clip_eps)."""
-    prefix_cap: float | None = 1.0
+class Config(pieces.PolicyLoss, pieces.GroupStd):
+    prefix_cap: float | None = pieces.setting(1.0, gt=0.0)
     """Upper cap on the prefix weight m_t (None: the plain prefix minimum) [inferred]."""
-    std_eps: float = 1e-6
-    """ε_std of the GRPO group z-score advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation of the per-token losses [inferred default]."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -85,12 +72,11 @@ def loss(stats, rollout, adv, cfg: Config, state):
     """sg(m_t) times GRPO's clipped token surrogate."""
     log_ratio = ops.log_ratio(stats.logprobs, rollout.behaviour_logprobs)
     ratio = jnp.exp(log_ratio)
-    eps_high = cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high
-    pg, clipped = ops.clipped_surrogate(ratio, adv, cfg.clip_eps, eps_high)
+    pg, clipped = ops.clipped_surrogate(ratio, adv, *cfg.clip_bounds)
     weight = prefix_weight(log_ratio, rollout.loss_mask, cfg.prefix_cap)
     total, metrics = ops.regularised_policy_loss(
         weight * pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["prefix_weight_mean"] = ops.masked_mean(weight, ops.weighted_mask(rollout))
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)
@@ -103,5 +89,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("std_eps",),
 ))

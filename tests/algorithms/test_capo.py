@@ -1,9 +1,12 @@
 """CAPO's invariants (Melo et al. 2025, arXiv:2510.00819; checked against
 luckeciano/stable-pg-llm; the SGD last-layer model's logit step is [inferred])."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -65,7 +68,7 @@ def test_infinite_thresholds_is_grpo(seed):
     rollout, stats = random_batch(seed, B, T, K)
     cfg = CAPO.Config(fisher_tau=None, hessian_tau=None)
     loss, metrics, grads = loss_and_grad(CAPO, cfg, stats, rollout)
-    base_loss, _, base = loss_and_grad(GRPO, GRPO.Config(beta=0.0, std_eps=1e-4), stats, rollout)
+    base_loss, _, base = loss_and_grad(GRPO, GRPO.Config(kl_coef=0.0, std_eps=1e-4), stats, rollout)
     np.testing.assert_allclose(loss, base_loss, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, base.logprobs, rtol=1e-5, atol=1e-8)
     assert metrics["capo_masked_frac"] == 0
@@ -115,7 +118,7 @@ def test_loss_is_grpo_on_the_kept_tokens(seed, aggregation):
     adv, _ = CAPO.advantages(rollout, cfg, ())
     keep = keep_mask(stats.logprobs, stats.topk_logprobs, adv, cfg)
     loss, _, grads = loss_and_grad(CAPO, cfg, stats, rollout)
-    grpo_cfg = GRPO.Config(beta=0.0, std_eps=1e-4, aggregation=aggregation)
+    grpo_cfg = GRPO.Config(kl_coef=0.0, std_eps=1e-4, aggregation=aggregation)
     # The whole batch's counts are those of all trained tokens, as in CAPO.
     kept = rollout.with_normaliser().replace(loss_mask=rollout.loss_mask & keep)
     want_loss, _, want = loss_and_grad(GRPO, grpo_cfg, stats, kept, adv=adv)
@@ -151,3 +154,23 @@ def test_microbatches_add_up_in_every_aggregation(seed, aggregation):
         parts.append(np.asarray(g.logprobs))
     np.testing.assert_allclose(total, loss, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.concatenate(parts), grads.logprobs, rtol=1e-5, atol=1e-8)
+
+
+def test_record_declares_its_top_k():
+    """CAPO reads the policy's top-k log-probs; the record says how many (the trainer's 4)."""
+    cfg = CAPO.Config()
+    assert "topk_logprobs" in CAPO.required(cfg)
+    assert CAPO.topk_size(cfg) == 4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"clip_eps_low": -1.0}, "capo: --clip-eps-low must be >= 0.0; got -1.0"),
+    ({"fisher_tau": 0.0}, "capo: --fisher-tau must be > 0.0"),
+    ({"hessian_tau": -0.01}, "capo: --hessian-tau must be > 0.0"),
+    ({"logit_step": 0.0}, "capo: --logit-step must be > 0.0"),
+    ({"std_eps": 0.0}, "capo: --std-eps must be > 0.0"),
+    ({"aggregation": "mean"}, "capo: --aggregation must be one of"),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        CAPO.Config(**overrides)

@@ -4,25 +4,25 @@ lose their gradient and every other token keeps GRPO's; the draw is a
 deterministic, row-order-free function of the tokens and the step."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import assume, given, strategies as st
 
 from rlzoo import get_algorithm, ops
-from rlzoo.testing import loss_and_grad, random_batch
+from rlzoo.testing import compiled, random_batch
 
 CLIP_COV = get_algorithm("clip_cov")
 GRPO = get_algorithm("grpo")
 B, T, K = 8, 10, 4
 seeds = st.integers(0, 2**16)
-GRPO_CFG = GRPO.Config(beta=0.0, aggregation="token-mean")
+GRPO_CFG = GRPO.Config(kl_coef=0.0, aggregation="token-mean")
 
-
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv, state: loss_and_grad(algo, cfg, stats, rollout, state=state, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+jitted = functools.cache(compiled)
 
 
 def _adv(rollout):
@@ -34,8 +34,8 @@ def test_zero_fraction_is_grpo(seed):
     rollout, stats = random_batch(seed, B, T, K)
     cfg = CLIP_COV.Config(clip_cov_ratio=0.0)
     adv = _adv(rollout)
-    loss, metrics, grads = compiled(CLIP_COV, cfg)(stats, rollout, adv, CLIP_COV.init_state(cfg))
-    ref_loss, _, ref_grads = compiled(GRPO, GRPO_CFG)(stats, rollout, adv, ())
+    loss, metrics, grads = jitted(CLIP_COV, cfg)(stats, rollout, adv, CLIP_COV.init_state(cfg))
+    ref_loss, _, ref_grads = jitted(GRPO, GRPO_CFG)(stats, rollout, adv, ())
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=1e-6, atol=1e-8)
     assert metrics["cov_drop_frac"] == 0
@@ -47,8 +47,8 @@ def test_exactly_k_candidates_lose_their_gradient(seed, fraction, step):
     rollout, stats = random_batch(seed, B, T, K)
     adv = _adv(rollout)
     state = jnp.uint32(step)
-    _, _, grads = compiled(CLIP_COV, cfg)(stats, rollout, adv, state)
-    _, _, ref = compiled(GRPO, GRPO_CFG)(stats, rollout, adv, ())
+    _, _, grads = jitted(CLIP_COV, cfg)(stats, rollout, adv, state)
+    _, _, ref = jitted(GRPO, GRPO_CFG)(stats, rollout, adv, ())
     # Candidates from a numpy re-derivation: valid, unclipped, ω_low < c < ω_high.
     valid = np.asarray(rollout.loss_mask) & (np.asarray(rollout.sample_weight)[:, None] > 0)
     a = np.asarray(adv, np.float64)
@@ -76,8 +76,8 @@ def test_draw_follows_tokens_under_row_permutations(seed):
     np.testing.assert_array_equal(np.asarray(ops.token_uniform(9, rollout.select_rows(order))), np.asarray(u)[order])
     assert np.all((np.asarray(u) >= 0) & (np.asarray(u) < 1))
     adv = _adv(rollout)
-    _, _, grads = compiled(CLIP_COV, cfg)(stats, rollout, adv, jnp.uint32(4))
-    permuted = compiled(CLIP_COV, cfg)(jax.tree.map(lambda x: x[order], stats), rollout.select_rows(order),
+    _, _, grads = jitted(CLIP_COV, cfg)(stats, rollout, adv, jnp.uint32(4))
+    permuted = jitted(CLIP_COV, cfg)(jax.tree.map(lambda x: x[order], stats), rollout.select_rows(order),
                                        adv[order], jnp.uint32(4))[2]
     np.testing.assert_allclose(permuted.logprobs, np.asarray(grads.logprobs)[order], rtol=1e-6, atol=1e-8)
 
@@ -94,3 +94,14 @@ def test_state_counter_advances_per_batch():
     rollout, _ = random_batch(0, B, T, K)
     _, state = CLIP_COV.advantages(rollout, cfg, CLIP_COV.init_state(cfg))
     assert int(state) == 42
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"clip_eps_low": -1.0}, "clip_cov: --clip-eps-low must be >= 0.0; got -1.0"),
+    ({"clip_cov_ratio": 1.5}, "clip_cov: --clip-cov-ratio must be <= 1.0"),
+    ({"clip_cov_ratio": -0.1}, "clip_cov: --clip-cov-ratio must be >= 0.0"),
+    ({"seed": -1}, "clip_cov: --seed must be >= 0"),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        CLIP_COV.Config(**overrides)

@@ -1,5 +1,6 @@
 """CoPG's invariants (Flet-Berliac et al. 2024, arXiv:2406.19185)."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,12 +8,12 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import loss_and_grad, random_batch
+from rlzoo.testing import compiled, loss_and_grad, random_batch
 
 COPG = get_algorithm("copg")
 RLOO = get_algorithm("rloo")
 B, T = 8, 10
-value_and_grad = jax.jit(loss_and_grad, static_argnums=(0, 1))
+jitted = functools.lru_cache(maxsize=None)(compiled)
 seeds = st.integers(0, 2**16)
 betas = st.sampled_from([0.05, 0.1, 1.0])
 
@@ -29,8 +30,8 @@ def test_prompt_dependent_reward_shift_changes_nothing(seed, beta, shifts):
     rollout, stats = random_batch(seed, B, T, 2)
     moved = rollout.replace(rewards=rollout.rewards + jnp.repeat(jnp.asarray(shifts, jnp.float32), 2))
     cfg = COPG.Config(beta=beta)
-    loss, _, grads = value_and_grad(COPG, cfg, stats, rollout)
-    loss2, _, grads2 = value_and_grad(COPG, cfg, stats, moved)
+    loss, _, grads = jitted(COPG, cfg)(stats, rollout)
+    loss2, _, grads2 = jitted(COPG, cfg)(stats, moved)
     np.testing.assert_allclose(loss2, loss, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(grads2.logprobs, grads.logprobs, rtol=1e-3, atol=1e-4)
 
@@ -41,7 +42,7 @@ def test_gradient_is_the_contrastive_policy_gradient(seed, beta):
     = 4β ĝ per pair, averaged over the P = B/2 pairs: every trained token of y
     gets −2β (R^π_β(y) − R^π_β(y'))/P."""
     rollout, stats = random_batch(seed, B, T, 2)
-    _, _, grads = value_and_grad(COPG, COPG.Config(beta=beta), stats, rollout)
+    _, _, grads = jitted(COPG, COPG.Config(beta=beta))(stats, rollout)
     mask = np.asarray(rollout.loss_mask)
     h = np.where(mask, np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.ref_logprobs), 0.0).sum(1)
     regularised = np.asarray(rollout.rewards, np.float64) - beta * h
@@ -58,7 +59,7 @@ def test_fixed_point_is_the_regularised_optimum(seed, beta, offsets):
     target = np.asarray(rollout.rewards, np.float64) / beta + np.repeat(offsets, 2)
     logp = np.asarray(rollout.ref_logprobs) + np.where(first, target[:, None], 0.0)
     stats = stats.replace(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))
-    loss, _, grads = value_and_grad(COPG, COPG.Config(beta=beta), stats, rollout)
+    loss, _, grads = jitted(COPG, COPG.Config(beta=beta))(stats, rollout)
     assert loss < 1e-8
     np.testing.assert_allclose(grads.logprobs, 0.0, atol=1e-5)
 
@@ -80,7 +81,7 @@ def test_preference_rewards_reduce_to_ipo(seed, beta, base):
     rewards = np.full(B, base, np.float32)
     rewards[np.arange(0, B, 2) + winners] += 0.5
     rollout = rollout.replace(rewards=jnp.asarray(rewards))
-    loss, _, grads = value_and_grad(COPG, COPG.Config(beta=beta), stats, rollout)
+    loss, _, grads = jitted(COPG, COPG.Config(beta=beta))(stats, rollout)
     ipo, ipo_grad = jax.value_and_grad(_ipo_closed_form)(stats.logprobs, rollout, beta)
     np.testing.assert_allclose(loss, beta**2 * ipo, rtol=1e-4)
     np.testing.assert_allclose(grads.logprobs, beta**2 * ipo_grad, rtol=1e-4, atol=1e-6)
@@ -91,8 +92,8 @@ def test_at_the_reference_it_is_policy_gradient_with_the_partner_as_baseline(see
     """At π_θ = π_ref the gradient is 4β times RLOO's for K = 2."""
     rollout, stats = random_batch(seed, B, T, 2)
     rollout = rollout.replace(ref_logprobs=jnp.where(rollout.loss_mask, stats.logprobs, 0.0))
-    _, _, grads = value_and_grad(COPG, COPG.Config(beta=beta), stats, rollout)
-    _, _, parent = value_and_grad(RLOO, RLOO.Config(), stats, rollout)
+    _, _, grads = jitted(COPG, COPG.Config(beta=beta))(stats, rollout)
+    _, _, parent = jitted(RLOO, RLOO.Config())(stats, rollout)
     np.testing.assert_allclose(grads.logprobs, 4 * beta * parent.logprobs, rtol=1e-5, atol=1e-7)
 
 
@@ -100,7 +101,7 @@ def test_at_the_reference_it_is_policy_gradient_with_the_partner_as_baseline(see
 def test_loss_is_the_squared_difference_of_regularised_rewards(seed, beta):
     """The paper's loss itself: mean over pairs of (R^π_β(y) − R^π_β(y'))²."""
     rollout, stats = random_batch(seed, B, T, 2)
-    loss, _, _ = value_and_grad(COPG, COPG.Config(beta=beta), stats, rollout)
+    loss, _, _ = jitted(COPG, COPG.Config(beta=beta))(stats, rollout)
     mask = np.asarray(rollout.loss_mask)
     h = np.where(mask, np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.ref_logprobs), 0.0).sum(1)
     regularised = (np.asarray(rollout.rewards, np.float64) - beta * h).reshape(-1, 2)

@@ -5,14 +5,15 @@ t = 1 log-space bounds; gradients vanish exactly where the position-scaled
 window clips; on-policy the gradient is REINFORCE's."""
 
 import functools
+import re
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 CTPO = get_algorithm("ctpo")
 GRPO = get_algorithm("grpo")
@@ -20,10 +21,8 @@ B, T, K = 8, 10, 4
 seeds = st.integers(0, 2**16)
 CFG = CTPO.Config()
 
-
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+jitted = functools.cache(compiled)
 
 
 def _batch(seed, shift):
@@ -65,11 +64,11 @@ def test_single_token_responses_are_ppo_with_the_first_position_bounds(seed, shi
     for b in np.flatnonzero(mask.any(1)):
         first[b, np.flatnonzero(mask[b])[0]] = True
     rollout = rollout.replace(loss_mask=jnp.asarray(first))
-    grpo_cfg = GRPO.Config(clip_eps=1 - np.exp(-CFG.clip_low), clip_eps_high=np.exp(CFG.clip_high) - 1,
-                           dual_clip=float(np.exp(CFG.clip_dual)), beta=0.0, aggregation="token-mean")
+    grpo_cfg = GRPO.Config(clip_eps_low=1 - np.exp(-CFG.clip_low), clip_eps_high=np.exp(CFG.clip_high) - 1,
+                           dual_clip=float(np.exp(CFG.clip_dual)), kl_coef=0.0, aggregation="token-mean")
     adv, _ = GRPO.advantages(rollout, grpo_cfg, ())
-    loss, _, grads = compiled(CTPO, CFG)(stats, rollout, adv)
-    ref_loss, _, ref_grads = compiled(GRPO, grpo_cfg)(stats, rollout, adv)
+    loss, _, grads = jitted(CTPO, CFG)(stats, rollout, adv)
+    ref_loss, _, ref_grads = jitted(GRPO, grpo_cfg)(stats, rollout, adv)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=1e-5, atol=1e-7)
 
@@ -80,7 +79,7 @@ def test_gradient_vanishes_exactly_outside_the_position_scaled_window(seed, shif
     Â < 0: −w·e^{S_t}·Â while −c_low √t ≤ S_t ≤ c_dual √t, else 0."""
     rollout, stats = _batch(seed, shift)
     adv, _ = CTPO.advantages(rollout, CFG, ())
-    _, _, grads = compiled(CTPO, CFG)(stats, rollout, adv)
+    _, _, grads = jitted(CTPO, CFG)(stats, rollout, adv)
     mask = np.asarray(rollout.loss_mask)
     lr = np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.behaviour_logprobs, np.float64)
     cum = _naive_prefix(lr, mask)
@@ -99,6 +98,17 @@ def test_on_policy_gradient_is_reinforce(seed, mode):
     rollout = on_policy(rollout, stats)
     cfg = CTPO.Config(ratio_mode=mode)
     adv, _ = CTPO.advantages(rollout, cfg, ())
-    _, metrics, grads = compiled(CTPO, cfg)(stats, rollout, adv)
+    _, metrics, grads = jitted(CTPO, cfg)(stats, rollout, adv)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "token-mean"), rtol=1e-5, atol=1e-7)
     assert metrics["clip_frac"] == 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"clip_low": -0.1}, "ctpo: --clip-low must be >= 0.0; got -0.1"),
+    ({"clip_high": -1.0}, "ctpo: --clip-high must be >= 0.0"),
+    ({"clip_dual": 0.0}, "ctpo: --clip-dual must be > 0.0"),
+    ({"ratio_mode": "sum"}, "ctpo: --ratio-mode must be one of cumprod, geomean; got 'sum'"),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        CTPO.Config(**overrides)

@@ -1,17 +1,18 @@
 """DNO's invariants (Rosset et al. 2024, arXiv:2404.03715)."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import loss_and_grad, random_batch
+from rlzoo.testing import compiled, loss_and_grad, random_batch
 
 DNO = get_algorithm("dno")
 DPO = get_algorithm("dpo")
 B, T = 8, 10
-value_and_grad = jax.jit(loss_and_grad, static_argnums=(0, 1))
+jitted = functools.lru_cache(maxsize=None)(compiled)
 seeds = st.integers(0, 2**16)
 betas = st.sampled_from([0.05, 0.1, 1.0])
 
@@ -21,9 +22,9 @@ def test_dno_prct_is_dpo_with_the_previous_iterate_as_reference(seed, beta, ties
     """Hard labels, no margin: DNO-Prct's loss and gradient are DPO's with
     π_ref replaced by π_t (the behaviour log-probs)."""
     rollout, stats = random_batch(seed, B, T, 2, binary_rewards=ties)
-    loss, _, grads = value_and_grad(DNO, DNO.Config(beta=beta), stats, rollout)
+    loss, _, grads = jitted(DNO, DNO.Config(beta=beta))(stats, rollout)
     as_dpo = rollout.replace(ref_logprobs=rollout.behaviour_logprobs)
-    loss2, _, grads2 = value_and_grad(DPO, DPO.Config(beta=beta), stats, as_dpo)
+    loss2, _, grads2 = jitted(DPO, DPO.Config(beta=beta))(stats, as_dpo)
     np.testing.assert_allclose(loss, loss2, rtol=1e-6)
     np.testing.assert_allclose(grads.logprobs, grads2.logprobs, rtol=1e-5, atol=1e-8)
 
@@ -33,8 +34,8 @@ def test_margin_filter_drops_exactly_the_small_gap_pairs(seed, margin):
     """Pairs with |r_w − r_l| ≤ margin get no gradient; the others keep the
     gradient they have without the filter."""
     rollout, stats = random_batch(seed, B, T, 2)
-    _, _, full = value_and_grad(DNO, DNO.Config(), stats, rollout)
-    _, _, filtered = value_and_grad(DNO, DNO.Config(min_margin=margin), stats, rollout)
+    _, _, full = jitted(DNO, DNO.Config())(stats, rollout)
+    _, _, filtered = jitted(DNO, DNO.Config(min_margin=margin))(stats, rollout)
     gap = np.abs(np.diff(np.asarray(rollout.rewards).reshape(-1, 2), axis=1))[:, 0]
     small = np.repeat(gap <= margin, 2)
     assert np.all(np.asarray(filtered.logprobs)[small] == 0)
@@ -56,7 +57,7 @@ def _soft_loss_naive(rollout, stats, beta):
 @given(seeds, betas)
 def test_soft_labels_match_the_naive_cross_entropy(seed, beta):
     rollout, stats = random_batch(seed, B, T, 2)
-    loss, _, _ = value_and_grad(DNO, DNO.Config(beta=beta, soft_labels=True), stats, rollout)
+    loss, _, _ = jitted(DNO, DNO.Config(beta=beta, soft_labels=True))(stats, rollout)
     np.testing.assert_allclose(loss, _soft_loss_naive(rollout, stats, beta), rtol=1e-5)
 
 
@@ -72,7 +73,7 @@ def test_soft_policy_iteration_step_is_the_fixed_point(seed, beta, offsets):
     target = np.asarray(rollout.rewards, np.float64) / beta + np.repeat(offsets, 2)
     logp = np.asarray(rollout.behaviour_logprobs) + np.where(first, target[:, None], 0.0)
     stats = stats.replace(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))
-    _, _, grads = value_and_grad(DNO, DNO.Config(beta=beta, soft_labels=True), stats, rollout)
+    _, _, grads = jitted(DNO, DNO.Config(beta=beta, soft_labels=True))(stats, rollout)
     np.testing.assert_allclose(grads.logprobs, 0.0, atol=2e-5)
 
 
@@ -81,7 +82,7 @@ def test_invariant_to_prompt_dependent_reward_shift(seed, shifts, soft):
     rollout, stats = random_batch(seed, B, T, 2)
     moved = rollout.replace(rewards=rollout.rewards + jnp.repeat(jnp.asarray(shifts, jnp.float32), 2))
     cfg = DNO.Config(soft_labels=soft)
-    loss, _, grads = value_and_grad(DNO, cfg, stats, rollout)
-    loss2, _, grads2 = value_and_grad(DNO, cfg, stats, moved)
+    loss, _, grads = jitted(DNO, cfg)(stats, rollout)
+    loss2, _, grads2 = jitted(DNO, cfg)(stats, moved)
     np.testing.assert_allclose(loss2, loss, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(grads2.logprobs, grads.logprobs, rtol=1e-3, atol=1e-5)

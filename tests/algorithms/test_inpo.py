@@ -1,5 +1,6 @@
 """INPO's invariants (Zhang et al. 2024, arXiv:2407.00617)."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,11 +8,11 @@ from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
 from rlzoo.rollout import PolicyStats
-from rlzoo.testing import loss_and_grad, random_batch
+from rlzoo.testing import compiled, loss_and_grad, random_batch
 
 INPO = get_algorithm("inpo")
 B, T = 8, 10
-value_and_grad = jax.jit(loss_and_grad, static_argnums=(0, 1))
+jitted = functools.lru_cache(maxsize=None)(compiled)
 seeds = st.integers(0, 2**16)
 etas = st.sampled_from([0.01, 0.1, 1.0])
 mixes = st.sampled_from([0.0, 1 / 3, 1.0])
@@ -36,7 +37,7 @@ def test_at_pi_t_equal_pi_ref_inpo_is_ipo(seed, eta, mix, ties):
     rollout, stats = random_batch(seed, B, T, 2, binary_rewards=ties)
     rollout = rollout.replace(behaviour_logprobs=rollout.ref_logprobs)
     cfg = INPO.Config(eta=eta, tau=mix * eta)
-    loss, _, grads = value_and_grad(INPO, cfg, stats, rollout)
+    loss, _, grads = jitted(INPO, cfg)(stats, rollout)
     ipo, ipo_grad = jax.value_and_grad(_ipo_closed_form)(stats.logprobs, rollout, eta)
     np.testing.assert_allclose(loss, ipo, rtol=1e-5)
     np.testing.assert_allclose(grads.logprobs, ipo_grad, rtol=1e-4, atol=1e-6)
@@ -47,7 +48,7 @@ def test_tau_equal_eta_is_ipo_against_the_reference_at_every_iterate(seed, eta):
     """With τ = η the mixture puts all weight on π_ref: π_t (the behaviour
     log-probs) no longer matters."""
     rollout, stats = random_batch(seed, B, T, 2)
-    loss, _, grads = value_and_grad(INPO, INPO.Config(eta=eta, tau=eta), stats, rollout)
+    loss, _, grads = jitted(INPO, INPO.Config(eta=eta, tau=eta))(stats, rollout)
     ipo, ipo_grad = jax.value_and_grad(_ipo_closed_form)(stats.logprobs, rollout, eta)
     np.testing.assert_allclose(loss, ipo, rtol=1e-5)
     np.testing.assert_allclose(grads.logprobs, ipo_grad, rtol=1e-4, atol=1e-6)
@@ -67,7 +68,7 @@ def test_minimiser_sets_the_margin_over_the_mixture_to_one_over_two_eta(seed, et
     mixed = mix * np.asarray(rollout.ref_logprobs) + (1 - mix) * np.asarray(rollout.behaviour_logprobs)
     logp = mixed + np.where(first, offset[:, None], 0.0)
     stats = PolicyStats(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))
-    loss, metrics, grads = value_and_grad(INPO, INPO.Config(eta=eta, tau=mix * eta), stats, rollout)
+    loss, metrics, grads = jitted(INPO, INPO.Config(eta=eta, tau=mix * eta))(stats, rollout)
     scale = 1.0 / (2 * eta)
     assert loss <= 1e-10 * (1 + scale) ** 2
     np.testing.assert_allclose(grads.logprobs, 0.0, atol=1e-5 * (1 + scale))
@@ -80,6 +81,6 @@ def test_tied_pairs_carry_no_preference(seed):
     rewards = np.asarray(rollout.rewards).copy()
     rewards[1] = rewards[0]
     rollout = rollout.replace(rewards=jnp.asarray(rewards))
-    _, _, grads = value_and_grad(INPO, INPO.Config(), stats, rollout)
+    _, _, grads = jitted(INPO, INPO.Config())(stats, rollout)
     assert np.all(np.asarray(grads.logprobs)[:2] == 0)
     assert np.any(np.asarray(grads.logprobs)[2:] != 0)

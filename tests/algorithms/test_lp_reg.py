@@ -73,11 +73,11 @@ def test_proxy_is_the_min_p_renormalised_distribution(seed, kappa):
 
 @given(st.integers(0, 2**16))
 def test_no_selection_is_grpo_with_lp_reg_bounds(seed):
-    """q⁻ = q⁺ = 0: the clipped surrogate with ε = (1.0, 9.0), token-mean, β = 0."""
+    """q⁻ = q⁺ = 0: the clipped surrogate with ε = (1.0, 9.0), token-mean, kl_coef = 0."""
     rollout, stats = random_batch(seed, B, T, K)
     loss, metrics, grads = loss_and_grad(LPREG, LPREG.Config(neg_fraction=0.0), stats, rollout)
     grpo = get_algorithm("grpo")
-    gcfg = grpo.Config(clip_eps=1.0, clip_eps_high=9.0, beta=0.0, aggregation="token-mean")
+    gcfg = grpo.Config(clip_eps_low=1.0, clip_eps_high=9.0, kl_coef=0.0, aggregation="token-mean")
     base_loss, _, base = loss_and_grad(grpo, gcfg, stats, rollout)
     np.testing.assert_allclose(loss, base_loss, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, base.logprobs, rtol=1e-5, atol=1e-8)
@@ -136,6 +136,7 @@ def test_the_proxy_comes_from_the_chosen_policy(seed):
                                       loss_and_grad(LPREG, cfg, moved_stats, moved_rollout)[0])
     assert LPREG.required(LPREG.Config()) >= {"old_topk_logprobs"}
     assert "topk_logprobs" not in LPREG.required(LPREG.Config())
+    assert LPREG.topk_size(LPREG.Config()) == LPREG.topk_size(LPREG.Config(proxy_policy="current")) == 4
 
 
 @pytest.mark.parametrize("source", ["old", "current"])
@@ -155,3 +156,14 @@ def test_sparks_are_found_and_noise_is_not(source):
         _, metrics, _ = loss_and_grad(LPREG, dataclasses.replace(cfg, neg_fraction=1.0), noise, noise_rollout)
         assert metrics["reg_frac"] == 0
     assert found >= 4
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("minp_threshold", 0.0, "--minp-threshold must be > 0.0"),
+    ("neg_fraction", 1.5, "--neg-fraction must be <= 1.0"),
+    ("clip_eps_high", -1.0, "--clip-eps-high must be >= 0.0"),
+    ("proxy_policy", "reference", "--proxy-policy must be one of old, current"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        LPREG.Config(**{field: value})

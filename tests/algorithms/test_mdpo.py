@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -15,13 +16,13 @@ K, B, T = 4, 8, 10
 @given(st.integers(0, 2**16))
 def test_first_step_equals_grpo_without_kl(seed):
     """At θ = θ_k the ratio is 1 and the KL term has zero value and gradient:
-    MDPO's loss and gradient are GRPO's (β = 0, token-mean)."""
+    MDPO's loss and gradient are GRPO's (kl_coef = 0, token-mean)."""
     rollout, stats = random_batch(seed, B, T, K)
     rollout = on_policy(rollout, stats)
     state = MDPO.init_state(MDPO.Config())
     loss, metrics, grads = loss_and_grad(MDPO, MDPO.Config(), stats, rollout, state=state)
     grpo = get_algorithm("grpo")
-    base_loss, _, base = loss_and_grad(grpo, grpo.Config(beta=0.0, aggregation="token-mean"), stats, rollout)
+    base_loss, _, base = loss_and_grad(grpo, grpo.Config(kl_coef=0.0, aggregation="token-mean"), stats, rollout)
     np.testing.assert_allclose(loss, base_loss, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, base.logprobs, rtol=1e-5, atol=1e-8)
     assert abs(metrics["kl_old"]) < 1e-7
@@ -75,3 +76,13 @@ def test_annealed_step_size_tightens_the_proximal_term():
         _, metrics = MDPO.loss(stats, rollout, adv, cfg, state)
         weights.append(float(metrics["proximal_weight"]))
     np.testing.assert_allclose(weights, [0.5, 0.5 / 0.75, 1.0, 2.0, 2.0, 2.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("step_size", 0.0, "--step-size must be > 0.0"),
+    ("anneal_iterations", 0, "--anneal-iterations must be >= 1"),
+    ("kl_coef", -1.0, "--kl-coef must be >= 0.0"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        MDPO.Config(**{field: value})

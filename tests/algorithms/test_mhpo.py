@@ -12,11 +12,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
 from rlzoo.algorithms.mhpo import hazard_terms, log_fidelity
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 MHPO = get_algorithm("mhpo")
 GRPO = get_algorithm("grpo")
@@ -26,9 +27,8 @@ CFG = MHPO.Config()
 AGG = "seq-mean-token-mean"
 
 
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+compiled = functools.cache(compiled)
 
 
 def _batch(seed, shift):
@@ -123,7 +123,7 @@ def test_hazards_are_decoupled_monotone_and_asymmetric(x, y):
 def test_lfm_only_with_wide_modulator_tends_to_the_unclipped_surrogate(seed, shift):
     rollout, stats = _batch(seed, shift)
     cfg = MHPO.Config(hazard=False, fidelity_scale=1e3)
-    grpo_cfg = GRPO.Config(clip_eps=1e9, beta=0.0, aggregation=AGG)
+    grpo_cfg = GRPO.Config(clip_eps_low=1e9, kl_coef=0.0, aggregation=AGG)
     adv, _ = GRPO.advantages(rollout, grpo_cfg, ())
     loss, _, grads = compiled(MHPO, cfg)(stats, rollout, adv)
     ref_loss, _, ref = compiled(GRPO, grpo_cfg)(stats, rollout, adv)
@@ -145,3 +145,10 @@ def test_far_off_policy_gradients_are_damped_not_zeroed(seed):
         weights = -np.asarray(reinforce_gradient(shifted, adv, AGG))[np.asarray(mask)]
         np.testing.assert_allclose(g, _multiplier(sign * 4.0, CFG) * weights, rtol=1e-4, atol=1e-9)
         assert np.all(g > 0) and _multiplier(sign * 4.0, CFG) < 0.05 * np.exp(sign * 4.0)
+
+
+@pytest.mark.parametrize("field", ["fidelity_scale", "hazard_scale_up", "hazard_shape_up",
+                                   "hazard_scale_down", "hazard_shape_down"])
+def test_config_rejects_non_positive_scales_and_shapes(field):
+    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be > 0.0"):
+        MHPO.Config(**{field: 0.0})

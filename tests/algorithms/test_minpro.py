@@ -5,26 +5,25 @@ falls below 1 (in particular on-policy) the loss is GRPO's."""
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
 from rlzoo.algorithms.minpro import prefix_weight
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 MINPRO = get_algorithm("minpro")
 GRPO = get_algorithm("grpo")
 B, T, K = 8, 10, 4
 seeds = st.integers(0, 2**16)
 CFG = MINPRO.Config()
-GRPO_CFG = GRPO.Config(clip_eps=0.2, beta=0.0, aggregation="token-mean")
+GRPO_CFG = GRPO.Config(clip_eps_low=0.2, kl_coef=0.0, aggregation="token-mean")
 
 
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+compiled = functools.cache(compiled)
 
 
 def _naive_prefix_min(x, mask, exclusive, initial):
@@ -102,3 +101,12 @@ def test_on_policy_gradient_is_reinforce(seed):
     adv, _ = MINPRO.advantages(rollout, CFG, ())
     _, _, grads = compiled(MINPRO, CFG)(stats, rollout, adv)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "token-mean"), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("prefix_cap", 0.0, "--prefix-cap must be > 0.0"),
+    ("clip_eps_low", -0.1, "--clip-eps-low must be >= 0.0"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        MINPRO.Config(**{field: value})

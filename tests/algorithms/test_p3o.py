@@ -1,5 +1,6 @@
 """P3O's invariants (Wu et al. 2023, arXiv:2310.00212)."""
 
+import functools
 import itertools
 
 import jax
@@ -8,12 +9,12 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import loss_and_grad, on_policy, random_batch
+from rlzoo.testing import compiled, loss_and_grad, on_policy, random_batch
 
 P3O = get_algorithm("p3o")
 RLOO = get_algorithm("rloo")
 B, T = 8, 10
-value_and_grad = jax.jit(loss_and_grad, static_argnums=(0, 1))
+jitted = functools.lru_cache(maxsize=None)(compiled)
 seeds = st.integers(0, 2**16)
 modes = st.sampled_from(["separate", "joint"])
 kl_coefs = st.sampled_from([0.0, 0.05])
@@ -25,8 +26,8 @@ def test_equivalent_rewards_give_the_same_update(seed, mode, shifts):
     rollout, stats = random_batch(seed, B, T, 2)
     moved = rollout.replace(rewards=rollout.rewards + jnp.repeat(jnp.asarray(shifts, jnp.float32), 2))
     cfg = P3O.Config(clip_mode=mode)
-    loss, _, grads = value_and_grad(P3O, cfg, stats, rollout)
-    loss2, _, grads2 = value_and_grad(P3O, cfg, stats, moved)
+    loss, _, grads = jitted(P3O, cfg)(stats, rollout)
+    loss2, _, grads2 = jitted(P3O, cfg)(stats, moved)
     np.testing.assert_allclose(loss2, loss, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(grads2.logprobs, grads.logprobs, rtol=1e-3, atol=1e-4)
 
@@ -37,8 +38,8 @@ def test_on_policy_gradient_is_rloo(seed, mode, kl_coef, k):
     RLOO's gradient (same KL penalty); for K > 2 (all pairs of the group) too."""
     rollout, stats = random_batch(seed, B, T, k)
     rollout = on_policy(rollout, stats)
-    _, metrics, grads = value_and_grad(P3O, P3O.Config(clip_mode=mode, kl_coef=kl_coef), stats, rollout)
-    _, _, parent = value_and_grad(RLOO, RLOO.Config(kl_coef=kl_coef), stats, rollout)
+    _, metrics, grads = jitted(P3O, P3O.Config(clip_mode=mode, kl_coef=kl_coef))(stats, rollout)
+    _, _, parent = jitted(RLOO, RLOO.Config(kl_coef=kl_coef))(stats, rollout)
     np.testing.assert_allclose(grads.logprobs, parent.logprobs, rtol=1e-4, atol=1e-7)
     assert metrics["clip_frac"] == 0
 
@@ -68,7 +69,7 @@ def _naive(rollout, stats, mode, eps):
 def test_matches_naive_pair_loop(seed, mode, eps):
     rollout, stats = random_batch(seed, B, T, 2)
     stats = stats.replace(logprobs=rollout.behaviour_logprobs + 0.1 * (stats.logprobs - rollout.behaviour_logprobs))
-    loss, _, _ = value_and_grad(P3O, P3O.Config(clip_mode=mode, clip_eps=eps, kl_coef=0.0), stats, rollout)
+    loss, _, _ = jitted(P3O, P3O.Config(clip_mode=mode, clip_eps=eps, kl_coef=0.0))(stats, rollout)
     np.testing.assert_allclose(loss, _naive(rollout, stats, mode, eps), rtol=1e-4, atol=1e-6)
 
 
@@ -85,6 +86,6 @@ def test_clipping_stops_the_gradient_past_the_trust_region(seed, mode):
     shift = np.where(preferred, 1.0, -1.0)  # log ratio +1 for the winner, −1 for the loser
     logp = np.asarray(rollout.behaviour_logprobs) + np.where(first, shift[:, None], 0.0)
     stats = stats.replace(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))
-    _, metrics, grads = value_and_grad(P3O, P3O.Config(clip_mode=mode, kl_coef=0.0), stats, rollout)
+    _, metrics, grads = jitted(P3O, P3O.Config(clip_mode=mode, kl_coef=0.0))(stats, rollout)
     assert np.all(np.asarray(grads.logprobs) == 0)
     assert metrics["clip_frac"] == 1

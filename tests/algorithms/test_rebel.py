@@ -1,5 +1,6 @@
 """REBEL's invariants (Gao et al. 2024, arXiv:2404.16767)."""
 
+import functools
 import itertools
 
 import jax
@@ -8,12 +9,12 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import loss_and_grad, on_policy, random_batch
+from rlzoo.testing import compiled, loss_and_grad, on_policy, random_batch
 
 REBEL = get_algorithm("rebel")
 RLOO = get_algorithm("rloo")
 B, T = 8, 10
-value_and_grad = jax.jit(loss_and_grad, static_argnums=(0, 1))
+jitted = functools.lru_cache(maxsize=None)(compiled)
 seeds = st.integers(0, 2**16)
 etas = st.sampled_from([0.5, 1.0, 3.0])
 kl_coefs = st.sampled_from([0.0, 0.05])
@@ -52,7 +53,7 @@ def _naive_loss(rollout, stats, eta, kl_coef, k):
 def test_matches_naive_pair_loop(seed, eta, kl_coef, k):
     rollout, stats = random_batch(seed, B, T, k)
     cfg = REBEL.Config(eta=eta, kl_coef=kl_coef)
-    loss, _, _ = value_and_grad(REBEL, cfg, stats, rollout)
+    loss, _, _ = jitted(REBEL, cfg)(stats, rollout)
     np.testing.assert_allclose(loss, _naive_loss(rollout, stats, eta, kl_coef, k), rtol=2e-5)
 
 
@@ -63,7 +64,7 @@ def test_zero_loss_when_log_ratio_gaps_equal_eta_reward_gaps(seed, eta, kl_coef,
     rollout, stats = random_batch(seed, B, T, 2)
     target = eta * _kl_penalised_rewards(rollout, kl_coef) + np.repeat(offsets, 2)
     stats = _with_sequence_log_ratio(rollout, stats, target)
-    loss, _, grads = value_and_grad(REBEL, REBEL.Config(eta=eta, kl_coef=kl_coef), stats, rollout)
+    loss, _, grads = jitted(REBEL, REBEL.Config(eta=eta, kl_coef=kl_coef))(stats, rollout)
     assert loss < 1e-8
     np.testing.assert_allclose(grads.logprobs, 0.0, atol=1e-5)
 
@@ -73,8 +74,8 @@ def test_invariant_to_prompt_dependent_reward_shift(seed, shifts):
     rollout, stats = random_batch(seed, B, T, 2)
     moved = rollout.replace(rewards=rollout.rewards + jnp.repeat(jnp.asarray(shifts, jnp.float32), 2))
     cfg = REBEL.Config()
-    loss, _, grads = value_and_grad(REBEL, cfg, stats, rollout)
-    loss2, _, grads2 = value_and_grad(REBEL, cfg, stats, moved)
+    loss, _, grads = jitted(REBEL, cfg)(stats, rollout)
+    loss2, _, grads2 = jitted(REBEL, cfg)(stats, moved)
     np.testing.assert_allclose(loss2, loss, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(grads2.logprobs, grads.logprobs, rtol=1e-3, atol=1e-3)
 
@@ -85,8 +86,8 @@ def test_on_policy_gradient_is_rloo_with_partner_baseline(seed, eta, kl_coef):
     P = B/2 pairs this is 4η times RLOO's gradient for K = 2 (same KL penalty)."""
     rollout, stats = random_batch(seed, B, T, 2)
     rollout = on_policy(rollout, stats)
-    _, _, grads = value_and_grad(REBEL, REBEL.Config(eta=eta, kl_coef=kl_coef), stats, rollout)
-    _, _, parent = value_and_grad(RLOO, RLOO.Config(kl_coef=kl_coef), stats, rollout)
+    _, _, grads = jitted(REBEL, REBEL.Config(eta=eta, kl_coef=kl_coef))(stats, rollout)
+    _, _, parent = jitted(RLOO, RLOO.Config(kl_coef=kl_coef))(stats, rollout)
     np.testing.assert_allclose(grads.logprobs, 4 * eta * parent.logprobs, rtol=1e-4, atol=1e-6)
 
 
@@ -99,7 +100,7 @@ def test_dropped_row_removes_its_pairs():
     weights[1] = 0.0
     dropped = rollout.replace(sample_weight=jnp.asarray(weights))
     cfg = REBEL.Config(kl_coef=0.0)
-    loss, _, grads = value_and_grad(REBEL, cfg, stats, dropped)
+    loss, _, grads = jitted(REBEL, cfg)(stats, dropped)
     assert np.all(np.asarray(grads.logprobs)[1] == 0)
     mask = np.asarray(rollout.loss_mask)
     s = np.where(mask, np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.behaviour_logprobs), 0.0).sum(1)

@@ -1,17 +1,18 @@
 """REFUEL's invariants (Gao et al. 2024, arXiv:2410.04612)."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import loss_and_grad, random_batch
+from rlzoo.testing import compiled, loss_and_grad, random_batch
 
 REFUEL = get_algorithm("refuel")
 REBEL = get_algorithm("rebel")
 B, T = 8, 12
-value_and_grad = jax.jit(loss_and_grad, static_argnums=(0, 1))
+jitted = functools.lru_cache(maxsize=None)(compiled)
 seeds = st.integers(0, 2**16)
 etas = st.sampled_from([0.5, 1.0, 3.0])
 
@@ -36,8 +37,8 @@ def _multi_turn(seed):
 def test_single_turn_refuel_is_rebel_without_kl(seed, eta):
     """H = 1: Q̂ is the response's reward and REFUEL's loss and gradient are REBEL's."""
     rollout, stats = random_batch(seed, B, T, 2)
-    loss, _, grads = value_and_grad(REFUEL, REFUEL.Config(eta=eta), stats, rollout)
-    loss2, _, grads2 = value_and_grad(REBEL, REBEL.Config(eta=eta, kl_coef=0.0), stats, rollout)
+    loss, _, grads = jitted(REFUEL, REFUEL.Config(eta=eta))(stats, rollout)
+    loss2, _, grads2 = jitted(REBEL, REBEL.Config(eta=eta, kl_coef=0.0))(stats, rollout)
     np.testing.assert_allclose(loss, loss2, rtol=1e-6)
     np.testing.assert_allclose(grads.logprobs, grads2.logprobs, rtol=1e-6, atol=1e-8)
 
@@ -56,9 +57,9 @@ def test_reward_to_go_is_the_relative_future(seed, eta):
     during the shared history (before turn h) change nothing."""
     rollout, stats = _multi_turn(seed)
     cfg = REFUEL.Config(eta=eta, q_estimate="reward-to-go")
-    loss, _, grads = value_and_grad(REFUEL, cfg, stats, rollout)
+    loss, _, grads = jitted(REFUEL, cfg)(stats, rollout)
     as_outcome = rollout.replace(rewards=jnp.asarray(_reward_to_go(rollout), jnp.float32))
-    loss2, _, grads2 = value_and_grad(REFUEL, REFUEL.Config(eta=eta), stats, as_outcome)
+    loss2, _, grads2 = jitted(REFUEL, REFUEL.Config(eta=eta))(stats, as_outcome)
     np.testing.assert_allclose(loss, loss2, rtol=1e-5)
     np.testing.assert_allclose(grads.logprobs, grads2.logprobs, rtol=1e-4, atol=1e-6)
 
@@ -66,7 +67,7 @@ def test_reward_to_go_is_the_relative_future(seed, eta):
     before = np.arange(T)[None, :] < mask.argmax(1)[:, None]
     history = np.where(before, 7.0 * np.random.default_rng(seed + 1).normal(size=(B, T)), 0.0)
     moved = rollout.replace(token_rewards=rollout.token_rewards + jnp.asarray(history, jnp.float32))
-    loss3, _, grads3 = value_and_grad(REFUEL, cfg, stats, moved)
+    loss3, _, grads3 = jitted(REFUEL, cfg)(stats, moved)
     np.testing.assert_allclose(loss3, loss, rtol=1e-5)
     np.testing.assert_allclose(grads3.logprobs, grads.logprobs, rtol=1e-4, atol=1e-6)
 
@@ -83,10 +84,10 @@ def test_zero_loss_iff_log_ratio_gap_equals_eta_q_gap(seed, eta, offsets):
     logp = np.where(first, np.asarray(rollout.behaviour_logprobs) + target[:, None], np.asarray(rollout.behaviour_logprobs))
     stats = stats.replace(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))
     cfg = REFUEL.Config(eta=eta)
-    loss, _, grads = value_and_grad(REFUEL, cfg, stats, rollout)
+    loss, _, grads = jitted(REFUEL, cfg)(stats, rollout)
     assert loss < 1e-6
     np.testing.assert_allclose(grads.logprobs, 0.0, atol=1e-4)
     row0 = jnp.asarray(first) & (jnp.arange(B) == 0)[:, None]
     nudged = stats.replace(logprobs=jnp.where(row0, stats.logprobs + 0.5, stats.logprobs))
-    loss2, _, _ = value_and_grad(REFUEL, cfg, nudged, rollout)
+    loss2, _, _ = jitted(REFUEL, cfg)(nudged, rollout)
     np.testing.assert_allclose(loss2, 0.25 / (B / 2), rtol=1e-3)

@@ -1,17 +1,18 @@
 """SPPO's invariants (Wu et al. 2024, arXiv:2405.00675)."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import loss_and_grad, on_policy, random_batch
+from rlzoo.testing import compiled, loss_and_grad, on_policy, random_batch
 
 SPPO = get_algorithm("sppo")
 REINFORCE = get_algorithm("reinforce")
 K, B, T = 4, 8, 10
-value_and_grad = jax.jit(loss_and_grad, static_argnums=(0, 1))
+jitted = functools.lru_cache(maxsize=None)(compiled)
 seeds = st.integers(0, 2**16)
 etas = st.sampled_from([1.0, 10.0, 1000.0])
 rewards_strategy = st.lists(st.floats(-20, 20, width=32), min_size=B, max_size=B).map(
@@ -63,7 +64,7 @@ def test_zero_loss_at_the_multiplicative_weights_step(seed, eta):
     first[np.arange(B), mask.argmax(1)] = True
     logp = np.asarray(rollout.behaviour_logprobs) + np.where(first, target[:, None], 0.0)
     stats = stats.replace(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))
-    loss, _, grads = value_and_grad(SPPO, cfg, stats, rollout)
+    loss, _, grads = jitted(SPPO, cfg)(stats, rollout)
     assert loss <= 1e-9 * max(eta, 1.0) ** 2
     np.testing.assert_allclose(grads.logprobs, 0.0, atol=1e-5 * max(eta, 1.0))
 
@@ -75,7 +76,7 @@ def test_on_policy_gradient_is_reinforce_on_the_win_rate(seed, eta):
     rollout, stats = random_batch(seed, B, T, K)
     rollout = on_policy(rollout, stats)
     adv = jnp.where(rollout.loss_mask, jnp.asarray(_naive_win_rates(rollout.rewards, K) - 0.5, jnp.float32)[:, None], 0.0)
-    _, _, grads = value_and_grad(SPPO, SPPO.Config(eta=eta), stats, rollout)
+    _, _, grads = jitted(SPPO, SPPO.Config(eta=eta))(stats, rollout)
     _, _, parent = loss_and_grad(REINFORCE, REINFORCE.Config(baseline="none"), stats, rollout, adv=adv)
     np.testing.assert_allclose(grads.logprobs, 2 * eta * parent.logprobs, rtol=1e-4, atol=1e-6 * eta)
 
@@ -87,7 +88,7 @@ def test_given_hard_probabilities_are_half_trl_sppo_hard(seed, beta):
     with a, b the winner's and loser's log-ratios (TRL sums the two terms)."""
     rollout, stats = random_batch(seed, B, T, 2)
     rollout = rollout.replace(rewards=jnp.tile(jnp.asarray([1.0, 0.0]), B // 2))
-    loss, _, _ = value_and_grad(SPPO, SPPO.Config(eta=1.0 / beta, win_rate="given"), stats, rollout)
+    loss, _, _ = jitted(SPPO, SPPO.Config(eta=1.0 / beta, win_rate="given"))(stats, rollout)
     mask = np.asarray(rollout.loss_mask)
     s = np.where(mask, np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.behaviour_logprobs), 0.0).sum(1)
     a, b = s[0::2], s[1::2]
@@ -101,9 +102,9 @@ def test_rows_move_independently(seed):
     one row's log-probs leaves the gradient of every other row unchanged."""
     rollout, stats = random_batch(seed, B, T, K)
     cfg = SPPO.Config(eta=10.0)
-    _, _, grads = value_and_grad(SPPO, cfg, stats, rollout)
+    _, _, grads = jitted(SPPO, cfg)(stats, rollout)
     moved = stats.replace(logprobs=stats.logprobs.at[0].add(-0.7))
-    _, _, grads2 = value_and_grad(SPPO, cfg, moved, rollout)
+    _, _, grads2 = jitted(SPPO, cfg)(moved, rollout)
     np.testing.assert_allclose(grads2.logprobs[1:], grads.logprobs[1:], rtol=1e-6)
     assert not np.allclose(grads2.logprobs[0], grads.logprobs[0])
 
@@ -115,8 +116,8 @@ def test_given_hard_probabilities_reduce_to_registered_sppo_hard(seed, beta):
     hard = get_algorithm("sppo_hard")
     rollout, stats = random_batch(seed, B, T, 2)
     rollout = rollout.replace(rewards=jnp.tile(jnp.asarray([0.0, 1.0]), B // 2))
-    loss, _, grads = value_and_grad(SPPO, SPPO.Config(eta=1.0 / beta, win_rate="given"), stats, rollout)
+    loss, _, grads = jitted(SPPO, SPPO.Config(eta=1.0 / beta, win_rate="given"))(stats, rollout)
     as_hard = rollout.replace(ref_logprobs=rollout.behaviour_logprobs)
-    loss2, _, grads2 = value_and_grad(hard, hard.Config(beta=beta), stats, as_hard)
+    loss2, _, grads2 = jitted(hard, hard.Config(beta=beta))(stats, as_hard)
     np.testing.assert_allclose(loss, 0.5 * loss2, rtol=1e-5)
     np.testing.assert_allclose(grads.logprobs, 0.5 * grads2.logprobs, rtol=1e-5, atol=1e-7)
