@@ -17,7 +17,8 @@ multiplier λ ≥ 0 carried in the algorithm state:
 with Var(ρ) = Σ_t w_t (ρ_t − ρ̄)², ρ̄ = Σ_t w_t ρ_t, w the token-mean weights
 of the minibatch, and Â GRPO's group z-score. The surrogate is unclipped.
 The dual step is the registry's `post_update` hook; it reads the variance
-the loss reports as `metrics["ratio_var"]`.
+the loss reports as `metrics["ratio_var"]` (declared a "sum" metric, so
+microbatches add up to the minibatch's Σ_t w_t (ρ_t − c)²).
 
 [inferred] Everything beyond the catalogue's formula: the token-level
 variance with token-mean weights, centring at the batch mean (`center`
@@ -62,32 +63,22 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    delta: float = 0.01
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation, pieces.GroupStd):
+    delta: float = pieces.setting(0.01, ge=0.0)
     """δ: the variance budget Var(ρ) ≤ δ [inferred default]."""
-    dual_lr: float = 1.0
+    dual_lr: float = pieces.setting(1.0, ge=0.0)
     """η_λ: step size of the dual ascent on λ [inferred default]."""
-    lambda_init: float = 1.0
+    lambda_init: float = pieces.setting(1.0, ge=0.0)
     """λ_0: initial multiplier [inferred default]."""
     center: Literal["batch", "one"] = "batch"
     """Centre of the second moment: the batch mean of ρ, or 1 = E_{π_old}[ρ]."""
     scale_rewards: bool = True
     """Divide group-centred rewards by the group std (GRPO's advantage)."""
-    std_eps: float = 1e-6
-    """ε added to the group std."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation of the surrogate −ρÂ [inferred]."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def init_state(cfg: Config):
@@ -113,7 +104,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     total, metrics = ops.regularised_policy_loss(
         -ratio * adv, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     variance = ratio_variance(ratio, rollout, cfg.center)
     lam = jax.lax.stop_gradient(state)
@@ -136,7 +127,10 @@ register(Algorithm(
     loss=loss,
     init_state=init_state,
     post_update=post_update,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("scale_rewards", "std_eps"),
+    # Σ_t w_t (ρ_t − c)² with whole-minibatch weights: partial sums that add up over microbatches
+    # (exactly with center "one"), and the dual step reads the minibatch total.
+    metric_reductions={"ratio_var": "sum"},
     exemptions={
         "microbatch": "Var(ρ) = Σwρ² − (Σwρ)² squares a whole-minibatch sum of the current "
         "ratios; its gradient 2w(ρ − ρ̄) needs the minibatch mean ρ̄, which a microbatch does "

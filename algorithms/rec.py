@@ -20,7 +20,8 @@ baseline whose tokens are masked once the (stop-gradient) ratio
 
 token-mean aggregated. The paper's headline member, REC-OneSide-NoIS (the
 default), keeps GRPO's one-sided clipping mask but drops the IS weight; the
-paper also runs it with the wider (ε_l, ε_h) = (0.6, 2.0). weight="advantage"
+paper also runs it with the wider (ε_l, ε_h) = (0.6, 2.0) (`clip_eps_low`,
+`clip_eps_high`; the default 0.2 is symmetric). weight="advantage"
 is the paper's RED-Weight data shaping, w_t = exp(Â/τ) (unnormalised, as in
 Trinity; the exponent is clamped at ±20 here for finiteness). The
 regularised members (REP family) are `opmd` and `asymre`; RED-Drop (random
@@ -28,10 +29,11 @@ negative-sample dropping) is a data filter and is not implemented.
 
 Reductions: clip "none" with w = 1 is group-mean REINFORCE (`reinforce`,
 token-mean); "one-side" with w = sg(ρ) and scale_rewards has GRPO's
-(β = 0, token-mean) gradient, since sg(ρ)∇log π = ∇ρ.
+(`kl_coef` = 0, token-mean) gradient, since sg(ρ)∇log π = ∇ρ.
 
 Equivalents: Trinity-RFT `algorithm_type: rec` (`policy_loss_fn_args`
-clip_mode / weight / epsilon_*), no verl/TRL loss_mode.
+clip_mode / weight / epsilon_*; its epsilon_low / epsilon_high are
+`clip_eps_low` / `clip_eps_high` here), no verl/TRL loss_mode.
 
 Verified against: Trinity-RFT `trinity/algorithm/policy_loss_fn/rec_policy_loss.py`,
 `trinity/algorithm/advantage_fn/rec_advantage.py` (std with unbiased=False,
@@ -45,40 +47,26 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pieces.PolicyLoss, pieces.GroupStd):
     clip_mode: Literal["none", "one-side", "two-side", "ring"] = "one-side"
     """Region of the ratio whose tokens are trained (see the module docstring)."""
     weight: Literal["none", "importance_sampling", "advantage"] = "none"
     """Per-token weight: 1 (NoIS), sg(ρ) (IS) or exp(Â/τ) (RED-Weight)."""
-    eps_low: float = 0.2
-    """ε_l: lower bound 1 − ε_l of the ratio region."""
-    eps_high: float = 0.2
-    """ε_h: upper bound 1 + ε_h of the ratio region."""
-    eps_low_prime: float = 0.6
-    """ε'_l: the ring's outer lower bound (Trinity's ring default)."""
-    eps_high_prime: float = 2.0
-    """ε'_h: the ring's outer upper bound (Trinity's ring default)."""
-    temp: float = 1.0
+    eps_low_prime: float = pieces.setting(0.6, ge=0.0)
+    """ε'_l: the ring's outer lower bound 1 − ε'_l (Trinity's ring default)."""
+    eps_high_prime: float = pieces.setting(2.0, ge=0.0)
+    """ε'_h: the ring's outer upper bound 1 + ε'_h (Trinity's ring default)."""
+    temp: float = pieces.setting(1.0, gt=0.0)
     """τ of the RED-Weight weight exp(Â/τ)."""
     scale_rewards: bool = False
     """Divide group-centred rewards by the group std (the REC default does not)."""
-    std_eps: float = 1e-6
-    """ε added to the group std when scale_rewards."""
-    std_ddof: int = 0
+    std_ddof: int = pieces.setting(0, ge=0)
     """Delta degrees of freedom of the group std (Trinity: unbiased=False)."""
-    aggregation: ops.Aggregation = "token-mean"
-    """Aggregation (Trinity's masked_mean over the batch)."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term (0 in the paper's REC runs)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator for beta > 0."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -89,11 +77,12 @@ def advantages(rollout, cfg: Config, state):
 
 def in_region(ratio, adv, cfg: Config):
     """M_t: the tokens REC trains on (ratio carries no gradient here)."""
-    inner = (ratio >= 1.0 - cfg.eps_low) & (ratio <= 1.0 + cfg.eps_high)
+    eps_low, eps_high = cfg.clip_bounds
+    inner = (ratio >= 1.0 - eps_low) & (ratio <= 1.0 + eps_high)
     if cfg.clip_mode == "none":
         return jnp.ones_like(ratio, dtype=bool)
     if cfg.clip_mode == "one-side":
-        return ((adv >= 0) & (ratio <= 1.0 + cfg.eps_high)) | ((adv <= 0) & (ratio >= 1.0 - cfg.eps_low))
+        return ((adv >= 0) & (ratio <= 1.0 + eps_high)) | ((adv <= 0) & (ratio >= 1.0 - eps_low))
     if cfg.clip_mode == "two-side":
         return inner
     if cfg.clip_mode == "ring":
@@ -119,7 +108,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
         raise ValueError(f"unknown weight {cfg.weight!r}; choose none, importance_sampling or advantage")
     return ops.weighted_score_function_loss(
         stats, rollout, adv, jnp.where(keep, weight, 0.0), cfg.aggregation,
-        clipped=~keep, kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        clipped=~keep, kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
 
 
@@ -130,5 +119,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("scale_rewards", "std_eps", "std_ddof"),
 ))

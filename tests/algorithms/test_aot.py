@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -60,3 +61,13 @@ def test_depends_on_the_batch_only_through_the_two_margin_distributions(seed, rn
     loss, _, _ = loss_and_grad(AOT, AOT.Config(), stats, shuffled)
     z = 0.1 * (np.sort(pol_s) - np.sort(ref_s))
     np.testing.assert_allclose(loss, np.logaddexp(0, -z).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('label_smoothing', 1.5, '--label-smoothing must be <= 1.0'),
+    ('pair_mode', 'random', '--pair-mode must be one of'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        AOT.Config(**{field: value})

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -73,3 +74,12 @@ def test_registry_hook_is_the_extrapolation(seed, alpha):
     cfg = APO.Config(alpha=alpha)
     np.testing.assert_allclose(APO.reference_logprobs(latest, previous, cfg), (1 + alpha) * latest - alpha * previous, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(APO.reference_logprobs(latest, latest, cfg), latest, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('alpha', -0.1, '--alpha must be >= 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        APO.Config(**{field: value})

@@ -1,6 +1,7 @@
 """APO-down invariants (D'Oosterlinck et al. 2024, arXiv:2408.06266, eq. 8)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -38,3 +39,12 @@ def test_at_the_reference_only_the_rejected_moves(seed, beta):
     g = np.asarray(grads.logprobs)
     assert np.max(np.abs(g[c])) < 1e-7
     np.testing.assert_allclose(g[l][mask[l]], beta / 4 / (B // 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('pair_mode', 'random', '--pair-mode must be one of'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        APO.Config(**{field: value})

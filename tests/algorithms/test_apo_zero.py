@@ -1,6 +1,7 @@
 """APO-zero invariants (D'Oosterlinck et al. 2024, arXiv:2408.06266, eq. 7)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -37,3 +38,12 @@ def test_at_the_reference_raises_chosen_and_lowers_rejected_equally(seed, beta):
     g = np.asarray(grads.logprobs)
     np.testing.assert_allclose(g[c][mask[c]], -beta / 4 / (B // 2), rtol=1e-5)
     np.testing.assert_allclose(g[l][mask[l]], beta / 4 / (B // 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('pair_mode', 'random', '--pair-mode must be one of'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        APO.Config(**{field: value})

@@ -1,6 +1,7 @@
 """BCO-pair invariants (Jung et al. 2024, arXiv:2404.04656)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -48,3 +49,11 @@ def test_running_shift_is_the_mean_of_batch_mean_rewards(seeds_):
     expected = np.logaddexp(0, -(r_w - delta)) + np.logaddexp(0, r_l - delta)
     np.testing.assert_allclose(loss, expected.mean(), rtol=1e-4)
     np.testing.assert_allclose(metrics["reward_shift"], delta, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', -0.1, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        BCO.Config(**{field: value})

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -52,17 +53,21 @@ def test_batch_beta_follows_the_running_gap_and_is_dpo_at_that_beta(seed, a):
 def test_filter_keeps_k_pairs_and_averages_over_them(seed, rho):
     rollout, stats = random_batch(seed, B, T, 2)
     cfg = BDPO.Config(filter_ratio=rho)
-    adv, state = BDPO.advantages(rollout, cfg, BDPO.init_state(cfg))
-    keep = np.abs(np.asarray(adv)).max(1).reshape(-1, 2).max(1) > 0
+    targets, state = BDPO.advantages(rollout, cfg, BDPO.init_state(cfg))
+    keep = np.asarray(targets["row_targets"]).reshape(-1, 2)[:, 0] > 0
     assert keep.sum() == int(G * (1 - rho))
-    loss, metrics, _ = loss_and_grad(BDPO, cfg, stats, rollout, state=state, adv=adv)
+    # the logged advantage is the preference sign on the kept pairs' tokens
+    sign = np.sign(np.asarray(rollout.rewards).reshape(-1, 2) @ np.array([1.0, -1.0]))
+    expected = np.repeat(keep * sign, 2) * np.array([1.0, -1.0] * G)
+    np.testing.assert_array_equal(targets["advantages"], np.where(rollout.loss_mask, expected[:, None], 0.0))
+    loss, metrics, _ = loss_and_grad(BDPO, cfg, stats, rollout, state=state, adv=targets)
     z = float(state["beta"]) * np_gaps(rollout, stats.logprobs)
     np.testing.assert_allclose(loss, np.logaddexp(0, -z)[keep].mean(), rtol=1e-5)
     # the draw depends on the pairs, not their order: permuting pairs permutes the kept set
     order = np.random.default_rng(seed).permutation(G)
     rows = np.stack([2 * order, 2 * order + 1], 1).reshape(-1)
-    adv_p, state_p = BDPO.advantages(rollout.select_rows(rows), cfg, BDPO.init_state(cfg))
-    keep_p = np.abs(np.asarray(adv_p)).max(1).reshape(-1, 2).max(1) > 0
+    targets_p, state_p = BDPO.advantages(rollout.select_rows(rows), cfg, BDPO.init_state(cfg))
+    keep_p = np.asarray(targets_p["row_targets"]).reshape(-1, 2)[:, 0] > 0
     np.testing.assert_array_equal(keep_p, keep[order])
     np.testing.assert_allclose(state_p["beta"], state["beta"], rtol=1e-5)
 
@@ -84,3 +89,15 @@ def test_running_statistics_are_exponential_moving_averages():
     np.testing.assert_allclose(state["gap_std"], std, rtol=1e-4)
     assert int(state["step"]) == 3
     jax.tree.map(lambda x: np.testing.assert_(np.all(np.isfinite(x))), state)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('filter_ratio', 1.0, '--filter-ratio must be < 1.0'),
+    ('filter_ratio', -0.1, '--filter-ratio must be >= 0.0'),
+    ('momentum', 1.5, '--momentum must be <= 1.0'),
+    ('beta_min', 0.0, '--beta-min must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        BDPO.Config(**{field: value})

@@ -110,5 +110,11 @@ def test_loss_is_the_squared_difference_of_regularised_rewards(seed, beta):
 
 @pytest.mark.parametrize("beta", [0.0, -0.1])
 def test_non_positive_beta_is_rejected(beta):
-    with pytest.raises(ValueError, match="beta must be positive"):
+    """The loss is constant at β = 0, so β must be positive."""
+    with pytest.raises(ValueError, match="copg: --beta must be > 0.0"):
         COPG.Config(beta=beta)
+
+
+def test_pair_mode_is_checked():
+    with pytest.raises(ValueError, match="--pair-mode must be one of best_vs_worst, all_pairs"):
+        COPG.Config(pair_mode="random")

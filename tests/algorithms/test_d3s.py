@@ -1,10 +1,13 @@
 """D³S's invariants (Wang et al. 2025, arXiv:2509.22115; selection rules [inferred])."""
 
+import dataclasses
 import itertools
 import math
+import re
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -21,7 +24,7 @@ def test_keeping_everything_is_grpo(seed):
     cfg = D3S.Config(sample_keep_start=1.0, token_keep_start=1.0)
     loss, _, grads = loss_and_grad(D3S, cfg, stats, rollout)
     grpo = get_algorithm("grpo")
-    base_loss, _, base = loss_and_grad(grpo, grpo.Config(beta=0.0), stats, rollout)
+    base_loss, _, base = loss_and_grad(grpo, grpo.Config(kl_coef=0.0), stats, rollout)
     np.testing.assert_allclose(loss, base_loss, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, base.logprobs, rtol=1e-5, atol=1e-8)
 
@@ -84,3 +87,23 @@ def test_state_counts_batches_and_relaxes_selection():
         kept.append(int(np.sum(np.asarray(adv) != 0)))
     assert int(state) == 4
     assert kept == sorted(kept) and kept[0] < kept[-1]
+
+
+def test_estimator_fields_are_the_selection_settings():
+    """D³S's down-sampling lives in its advantages: paired with another loss, the
+    selection settings and the sampling-time entropy it reads come along."""
+    paired = get_algorithm("grpo", advantage="d3s")
+    names = {f.name for f in dataclasses.fields(paired.Config)}
+    assert set(D3S.estimator_fields) <= names and "clip_eps_low" in names
+    assert "sample_entropy" in paired.required(paired.Config())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sample_keep_start": 0.0}, "d3s: --sample-keep-start must be > 0.0; got 0.0"),
+    ({"token_keep_end": 1.5}, "d3s: --token-keep-end must be <= 1.0"),
+    ({"schedule_steps": -1}, "d3s: --schedule-steps must be >= 0"),
+    ({"clip_eps_low": -1.0}, "d3s: --clip-eps-low must be >= 0.0"),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        D3S.Config(**overrides)

@@ -4,6 +4,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -86,3 +87,13 @@ def test_invariant_to_prompt_dependent_reward_shift(seed, shifts, soft):
     loss2, _, grads2 = jitted(DNO, cfg)(stats, moved)
     np.testing.assert_allclose(loss2, loss, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(grads2.logprobs, grads.logprobs, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('min_margin', -1.0, '--min-margin must be >= 0.0'),
+    ('pair_mode', 'random', '--pair-mode must be one of'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        DNO.Config(**{field: value})

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -80,3 +81,14 @@ def test_swapping_chosen_and_rejected_negates_the_margin(seed, beta):
     loss_swapped, _, _ = loss_and_grad(DPO, cfg, stats, swapped)
     h_w, h_l, decided, _, _ = np_pairs(rollout, stats.logprobs)
     np.testing.assert_allclose(loss_swapped - loss, np.sum(decided * beta * (h_w - h_l)) / (B // 2), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('beta', nan, '--beta must be finite'),
+    ('label_smoothing', -0.1, '--label-smoothing must be >= 0.0'),
+    ('pair_mode', 'random', '--pair-mode must be one of'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        DPO.Config(**{field: value})

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -51,3 +52,11 @@ def test_satisfied_pairs_give_no_gradient_and_others_a_constant_slope(seed, beta
     elif offset < -1e-3:
         np.testing.assert_allclose(g[chosen_row][mask[chosen_row]], -beta / (B // 2), rtol=1e-5)
         np.testing.assert_allclose(loss, -offset, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        HINGE.Config(**{field: value})

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -44,3 +45,13 @@ def test_minimum_at_the_target_probability(seed, beta, eps):
     loss, _, grads = loss_and_grad(EXO, EXO.Config(beta=beta, epsilon=eps), stats, rollout)
     assert abs(float(loss)) < 1e-5
     assert np.max(np.abs(grads.logprobs)) < 1e-5
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('epsilon', 0.0, '--epsilon must be > 0.0'),
+    ('epsilon', 1.0, '--epsilon must be < 1.0'),
+    ('beta', 0.0, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        EXO.Config(**{field: value})

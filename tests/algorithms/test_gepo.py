@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -73,3 +74,12 @@ def test_equal_winner_rewards_leave_only_the_preference_gradient(seed):
     _, _, grads = loss_and_grad(GEPO, GEPO.Config(lam=0.0), stats, rollout)
     _, _, grads2 = loss_and_grad(GEPO, GEPO.Config(lam=7.0), stats, rollout)
     np.testing.assert_allclose(grads.logprobs, grads2.logprobs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('lam', -1.0, '--lam must be >= 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        GEPO.Config(**{field: value})

@@ -4,6 +4,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -84,3 +85,12 @@ def test_tied_pairs_carry_no_preference(seed):
     _, _, grads = jitted(INPO, INPO.Config())(stats, rollout)
     assert np.all(np.asarray(grads.logprobs)[:2] == 0)
     assert np.any(np.asarray(grads.logprobs)[2:] != 0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('eta', 0.0, '--eta must be > 0.0'),
+    ('tau', -0.1, '--tau must be >= 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        INPO.Config(**{field: value})

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -62,3 +63,12 @@ def test_policy_enters_only_through_the_margin(seed, shift):
     loss2, _, grads2 = loss_and_grad(IPO, cfg, moved, rollout)
     np.testing.assert_allclose(loss, loss2, rtol=1e-5)
     np.testing.assert_allclose(grads.logprobs, grads2.logprobs, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('beta', -0.2, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        IPO.Config(**{field: value})

@@ -1,6 +1,7 @@
 """MADPO's invariants (Rho 2025, arXiv:2510.05342)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -59,3 +60,15 @@ def test_loss_is_the_reward_margin_weighted_dpo_loss(seed, from_component):
     z = 0.1 * sign * (h[:, 0] - h[:, 1])
     expected = np.sum(official_weight(margin) * np.logaddexp(0, -z)) / (B // 2)
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('c_max', 0.9, '--c-max must be >= 1.0'),
+    ('c_min', 1.0, '--c-min must be < 1.0'),
+    ('tau', -1.0, '--tau must be >= 0.0'),
+    ('margin_component', -1, '--margin-component must be >= 0'),
+    ('beta', 0.0, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        MADPO.Config(**{field: value})

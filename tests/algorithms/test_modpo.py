@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -54,3 +55,13 @@ def test_default_weights_split_the_remainder_evenly():
     loss, _, _ = loss_and_grad(MODPO, MODPO.Config(preference_weight=0.4), stats, rollout)
     loss2, _, _ = loss_and_grad(MODPO, MODPO.Config(preference_weight=0.4, component_weights=(0.3, 0.3)), stats, rollout)
     np.testing.assert_allclose(loss, loss2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('preference_weight', 0.0, '--preference-weight must be > 0.0'),
+    ('component_weights', (0.5, inf), '--component-weights must hold finite numbers'),
+    ('beta', 0.0, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        MODPO.Config(**{field: value})

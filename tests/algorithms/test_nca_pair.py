@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -54,3 +55,11 @@ def test_not_a_function_of_the_margin_alone(seed, beta):
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
     expected = beta * (-1 + 1.5 * sig(h[c]) + 0.5 * sig(h[l])) / (B // 2)
     np.testing.assert_allclose(common, expected, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        NCA.Config(**{field: value})

@@ -6,6 +6,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -69,7 +70,7 @@ def _naive(rollout, stats, mode, eps):
 def test_matches_naive_pair_loop(seed, mode, eps):
     rollout, stats = random_batch(seed, B, T, 2)
     stats = stats.replace(logprobs=rollout.behaviour_logprobs + 0.1 * (stats.logprobs - rollout.behaviour_logprobs))
-    loss, _, _ = jitted(P3O, P3O.Config(clip_mode=mode, clip_eps=eps, kl_coef=0.0))(stats, rollout)
+    loss, _, _ = jitted(P3O, P3O.Config(clip_mode=mode, clip_eps_low=eps, kl_coef=0.0))(stats, rollout)
     np.testing.assert_allclose(loss, _naive(rollout, stats, mode, eps), rtol=1e-4, atol=1e-6)
 
 
@@ -89,3 +90,15 @@ def test_clipping_stops_the_gradient_past_the_trust_region(seed, mode):
     _, metrics, grads = jitted(P3O, P3O.Config(clip_mode=mode, kl_coef=0.0))(stats, rollout)
     assert np.all(np.asarray(grads.logprobs) == 0)
     assert metrics["clip_frac"] == 1
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('clip_eps_low', -1.0, '--clip-eps-low must be >= 0.0'),
+    ('clip_eps_high', -0.1, '--clip-eps-high must be >= 0.0'),
+    ('kl_coef', -0.1, '--kl-coef must be >= 0.0'),
+    ('kl_estimator', 'k4', '--kl-estimator must be one of'),
+    ('clip_mode', 'both', '--clip-mode must be one of'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        P3O.Config(**{field: value})

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -68,3 +69,14 @@ def test_reference_free():
     loss, _, _ = loss_and_grad(POWER, POWER.Config(), stats, rollout)
     loss2, _, _ = loss_and_grad(POWER, POWER.Config(), stats, rollout.replace(ref_logprobs=jnp.zeros((B, T))))
     np.testing.assert_allclose(loss, loss2)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('label_step', 1.5, '--label-step must be <= 1.0'),
+    ('eta', -1.0, '--eta must be >= 0.0'),
+    ('num_labels', 0, '--num-labels must be >= 1'),
+    ('beta', 0.0, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        POWER.Config(**{field: value})

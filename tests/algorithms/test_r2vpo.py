@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -40,7 +41,7 @@ def test_on_policy_is_grpo_whatever_the_multiplier(seed, lam):
     cfg = R2.Config()
     loss, metrics, grads = loss_and_grad(R2, cfg, stats, rollout, state=jnp.float32(lam))
     grpo = get_algorithm("grpo")
-    base_loss, _, base = loss_and_grad(grpo, grpo.Config(beta=0.0, aggregation="token-mean"), stats, rollout)
+    base_loss, _, base = loss_and_grad(grpo, grpo.Config(kl_coef=0.0, aggregation="token-mean"), stats, rollout)
     np.testing.assert_allclose(loss + lam * cfg.delta, base_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads.logprobs, base.logprobs, rtol=1e-5, atol=1e-7)
     assert abs(metrics["ratio_var"]) < 1e-10
@@ -81,15 +82,29 @@ def test_centering_at_one_accumulates_exactly_over_microbatches():
     def summed(center):
         cfg = R2.Config(center=center)
         adv, state = R2.advantages(rollout, cfg, R2.init_state(cfg))
-        full, _, _ = loss_and_grad(R2, cfg, stats, rollout, state=state, adv=adv)
-        total = 0.0
+        full, full_metrics, _ = loss_and_grad(R2, cfg, stats, rollout, state=state, adv=adv)
+        total, var = 0.0, 0.0
         for i, micro in enumerate(rollout.microbatches(2)):
             sl = slice(i * 8, (i + 1) * 8)
-            part, _, _ = loss_and_grad(R2, cfg, jax.tree.map(lambda x: x[sl], stats), micro, state=state, adv=adv[sl])
+            part, metrics, _ = loss_and_grad(R2, cfg, jax.tree.map(lambda x: x[sl], stats), micro, state=state, adv=adv[sl])
             total += float(part) + float(state) * cfg.delta  # the constant −λδ is paid once per call
-        return float(full) + float(state) * cfg.delta, total
+            var += float(metrics["ratio_var"])
+        return float(full) + float(state) * cfg.delta, total, float(full_metrics["ratio_var"]), var
 
-    full, total = summed("one")
+    full, total, full_var, var = summed("one")
     np.testing.assert_allclose(total, full, rtol=1e-5)
-    full, total = summed("batch")
+    # The dual step reads ratio_var, which the trainer sums over microbatches.
+    assert R2.reduction("ratio_var") == "sum"
+    np.testing.assert_allclose(var, full_var, rtol=1e-5)
+    full, total, _, _ = summed("batch")
     assert abs(total - full) > 1e-4
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("delta", -0.1, "--delta must be >= 0.0"),
+    ("lambda_init", -1.0, "--lambda-init must be >= 0.0"),
+    ("center", "zero", "--center must be one of batch, one"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        R2.Config(**{field: value})

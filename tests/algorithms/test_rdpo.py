@@ -1,6 +1,7 @@
 """rDPO's invariants (Chowdhury et al. 2024, arXiv:2403.00409)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -47,3 +48,13 @@ def test_closed_form(seed, eps):
     z = 0.1 * sign * (h[:, 0] - h[:, 1])
     per_pair = ((1 - eps) * np.logaddexp(0, -z) - eps * np.logaddexp(0, z)) / (1 - 2 * eps)
     np.testing.assert_allclose(loss, np.sum((sign != 0) * per_pair) / (B // 2), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('label_flip_rate', 0.5, '--label-flip-rate must be < 0.5'),
+    ('label_flip_rate', -0.1, '--label-flip-rate must be >= 0.0'),
+    ('beta', 0.0, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        RDPO.Config(**{field: value})

@@ -6,6 +6,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -108,3 +109,13 @@ def test_dropped_row_removes_its_pairs():
     kept = [(i, j) for g in range(2) for i, j in itertools.combinations(range(4 * g, 4 * g + 4), 2) if 1 not in (i, j)]
     total = sum(((s[i] - s[j]) - (r[i] - r[j])) ** 2 for i, j in kept)
     np.testing.assert_allclose(loss, total / (7 * 3 / 2), rtol=2e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('eta', 0.0, '--eta must be > 0.0'),
+    ('kl_coef', -0.1, '--kl-coef must be >= 0.0'),
+    ('kl_estimator', 'k4', '--kl-estimator must be one of'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        REBEL.Config(**{field: value})

@@ -1,6 +1,7 @@
 """REC's invariants (Yao et al. 2025, arXiv:2509.24203; Trinity-RFT rec loss)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -38,32 +39,36 @@ def test_no_clip_no_weight_is_group_mean_reinforce(seed):
 @given(st.integers(0, 2**16))
 def test_one_side_with_is_has_grpos_gradient(seed):
     """sg(ρ)∇log π = ∇ρ, so REC-OneSide-IS with std-scaled advantages has GRPO's
-    (β = 0, token-mean, same std) gradient off-policy."""
+    (kl_coef = 0, token-mean, same std) gradient off-policy."""
     rollout, stats = random_batch(seed, B, T, K)
     cfg = REC.Config(clip_mode="one-side", weight="importance_sampling", scale_rewards=True)
     _, _, grads = loss_and_grad(REC, cfg, stats, rollout)
     grpo = get_algorithm("grpo")
-    gcfg = grpo.Config(beta=0.0, aggregation="token-mean", std_ddof=0, std_eps=cfg.std_eps)
+    gcfg = grpo.Config(kl_coef=0.0, aggregation="token-mean", std_ddof=0, std_eps=cfg.std_eps)
     _, _, base = loss_and_grad(grpo, gcfg, stats, rollout)
     np.testing.assert_allclose(grads.logprobs, base.logprobs, rtol=1e-4, atol=1e-8)
 
 
-@given(st.integers(0, 2**16), st.sampled_from(MODES), st.sampled_from(["none", "importance_sampling"]))
-def test_gradient_is_masked_weighted_reinforce(seed, mode, weight):
-    """∇ℓ = −w·Â·(1 or ρ)·M with the region M re-derived in numpy."""
+@given(st.integers(0, 2**16), st.sampled_from(MODES), st.sampled_from(["none", "importance_sampling"]),
+       st.sampled_from([(0.2, None), (0.1, 0.5)]))
+def test_gradient_is_masked_weighted_reinforce(seed, mode, weight, bounds):
+    """∇ℓ = −w·Â·(1 or ρ)·M with the region M re-derived in numpy (clip_eps_high
+    None: the symmetric default)."""
     rollout, stats = random_batch(seed, B, T, K)
     # Widen the spread of ratios so every region boundary is crossed.
     rollout = rollout.replace(behaviour_logprobs=rollout.behaviour_logprobs * 1.3)
-    cfg = REC.Config(clip_mode=mode, weight=weight)
+    el, eh = bounds
+    cfg = REC.Config(clip_mode=mode, weight=weight, clip_eps_low=el, clip_eps_high=eh)
+    eh = el if eh is None else eh
     adv, _ = REC.advantages(rollout, cfg, ())
     _, metrics, grads = loss_and_grad(REC, cfg, stats, rollout)
     ratio = np.exp(np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.behaviour_logprobs, np.float64))
-    region = numpy_region(ratio, np.asarray(adv), mode)
+    region = numpy_region(ratio, np.asarray(adv), mode, el, eh)
     scale = ratio if weight == "importance_sampling" else 1.0
     want = np.asarray(reinforce_gradient(rollout, adv, "token-mean")) * scale * region
     trained = np.asarray(rollout.loss_mask)
     # Tokens within float32 rounding of a region boundary are not compared.
-    edges = np.array([0.8, 1.2, 0.4, 3.0])
+    edges = np.array([1 - el, 1 + eh, 0.4, 3.0])
     clear = ~trained | (np.min(np.abs(ratio[..., None] - edges), axis=-1) > 1e-5)
     np.testing.assert_allclose(np.asarray(grads.logprobs)[clear], want[clear], rtol=2e-4, atol=1e-7)
     if clear.all():
@@ -89,3 +94,14 @@ def test_red_weight_scales_by_exp_advantage():
     a = np.asarray(adv)
     want = np.asarray(reinforce_gradient(rollout, adv, "token-mean")) * np.exp(a / 2.0)
     np.testing.assert_allclose(grads.logprobs, want, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("clip_eps_low", -0.2, "--clip-eps-low must be >= 0.0"),
+    ("temp", 0.0, "--temp must be > 0.0"),
+    ("clip_mode", "three-side", "--clip-mode must be one of none, one-side, two-side, ring"),
+    ("weight", "is", "--weight must be one of none, importance_sampling, advantage"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        REC.Config(**{field: value})

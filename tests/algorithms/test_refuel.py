@@ -4,6 +4,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -91,3 +92,12 @@ def test_zero_loss_iff_log_ratio_gap_equals_eta_q_gap(seed, eta, offsets):
     nudged = stats.replace(logprobs=jnp.where(row0, stats.logprobs + 0.5, stats.logprobs))
     loss2, _, _ = jitted(REFUEL, cfg)(nudged, rollout)
     np.testing.assert_allclose(loss2, 0.25 / (B / 2), rtol=1e-3)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('eta', 0.0, '--eta must be > 0.0'),
+    ('q_estimate', 'monte-carlo', '--q-estimate must be one of'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        REFUEL.Config(**{field: value})

@@ -1,6 +1,7 @@
 """RPO's invariants (Liu et al. 2024, arXiv:2405.16436)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -41,3 +42,13 @@ def test_sft_part_is_minus_eta_beta_grad_log_likelihood_of_the_chosen(seed, beta
     np.testing.assert_allclose(np.asarray(grads.logprobs) - grads2.logprobs, expected, rtol=1e-4, atol=1e-7)
     nll = -np.where(mask, np.asarray(stats.logprobs), 0).sum(1, keepdims=True) / lengths
     np.testing.assert_allclose(loss - loss2, eta * beta * np.sum(nll[chosen_rows(rollout)]) / (B // 2), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('eta', -1.0, '--eta must be >= 0.0'),
+    ('sft_normalisation', 'max', '--sft-normalisation must be one of'),
+    ('beta', 0.0, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        RPO.Config(**{field: value})

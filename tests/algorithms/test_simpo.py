@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -53,3 +54,12 @@ def test_reward_depends_on_the_mean_log_likelihood_only(seed, beta):
     loss, _, _ = loss_and_grad(SIMPO, cfg, stats, rollout)
     loss2, _, _ = loss_and_grad(SIMPO, cfg, flat, rollout)
     np.testing.assert_allclose(loss, loss2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+    ('label_smoothing', 2.0, '--label-smoothing must be <= 1.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SIMPO.Config(**{field: value})

@@ -4,6 +4,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -35,10 +36,12 @@ def _naive_win_rates(rewards, k, hard=False):
 
 
 def _row_targets(rollout, cfg):
-    adv, _ = SPPO.advantages(rollout, cfg, ())
-    adv = np.asarray(adv)
+    """The per-row targets, checked against the logged [B, T] advantage (the same value on every trained token)."""
+    targets, _ = SPPO.advantages(rollout, cfg, ())
+    adv, rows = np.asarray(targets["advantages"]), np.asarray(targets["row_targets"])
     mask = np.asarray(rollout.loss_mask)
-    return np.array([adv[b][mask[b]][0] for b in range(adv.shape[0])])
+    np.testing.assert_array_equal(adv, np.where(mask, rows[:, None], 0.0))
+    return rows
 
 
 @given(rewards_strategy, st.booleans())
@@ -121,3 +124,12 @@ def test_given_hard_probabilities_reduce_to_registered_sppo_hard(seed, beta):
     loss2, _, grads2 = jitted(hard, hard.Config(beta=beta))(stats, as_hard)
     np.testing.assert_allclose(loss, 0.5 * loss2, rtol=1e-5)
     np.testing.assert_allclose(grads.logprobs, 0.5 * grads2.logprobs, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('eta', 0.0, '--eta must be > 0.0'),
+    ('win_rate', 'soft', '--win-rate must be one of'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SPPO.Config(**{field: value})

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -36,3 +37,11 @@ def test_minimiser_puts_chosen_and_rejected_log_ratios_at_plus_minus_half_eta(se
     loss, _, grads = loss_and_grad(SPPO, SPPO.Config(beta=beta), stats, rollout)
     assert abs(float(loss)) < 1e-6 * (1 + 1 / beta**2)
     assert np.max(np.abs(grads.logprobs)) < 1e-5 * (1 + 1 / beta)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ('beta', 0.0, '--beta must be > 0.0'),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SPPO.Config(**{field: value})
