@@ -25,7 +25,7 @@ Config: the shared `pieces.PolicyLoss` (clip bounds, KL, entropy,
 aggregation), `pieces.DualClip` and `pieces.GroupStd`, plus the estimator's
 own `scale_rewards` and `std_ddof`. The estimator fields (`scale_rewards`,
 `std_eps`, `std_ddof`) are read by `advantages` only, so this loss pairs with
-any other estimator (`rlzoo train --algo grpo --advantage rloo`).
+any other estimator (`rlzoo train --algo grpo --advantage bnpo`).
 
 Equivalents: TRL `GRPOTrainer(loss_type="grpo")` (TRL's `beta` is `kl_coef`
 here; note TRL's std epsilon 1e-4 and default beta = 0); verl

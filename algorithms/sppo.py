@@ -73,8 +73,8 @@ def advantages(rollout, cfg: Config, state):
         rate = rollout.rewards
     else:
         rate = ops.group_win_rates(rollout.rewards, rollout.sample_weight, rollout.group_size, cfg.win_rate)
-    adv = ops.broadcast_to_tokens(rate - 0.5, rollout)
-    return {"advantages": adv, "row_targets": ops.row_values(adv, rollout)}, state
+    excess = ops.broadcast_to_tokens(rate - 0.5, rollout)
+    return {"advantages": excess, "row_targets": ops.row_values(excess, rollout)}, state
 
 
 def loss(stats, rollout, targets, cfg: Config, state):

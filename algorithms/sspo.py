@@ -49,30 +49,18 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    clip_eps: float = 0.2
-    """ε_low: base lower clip of the segment ratio [inferred default]."""
-    clip_eps_high: float | None = None
-    """ε_high: base upper clip (None: same as clip_eps)."""
-    entropy_alpha: float = 1.0
+class Config(pieces.PolicyLoss, pieces.GroupStd):
+    entropy_alpha: float = pieces.setting(1.0, ge=0.0)
     """α: exponent of the segment/response entropy ratio in the clip scale g_k (0: fixed bounds) [inferred]."""
-    entropy_scale_max: float = 2.0
-    """κ: g_k is clipped to [1/κ, κ] [inferred]."""
-    std_eps: float = 1e-6
-    """ε_std of the GRPO group z-score advantage."""
-    beta: float = 0.0
-    """Weight of a KL-to-reference term."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """KL estimator when beta > 0."""
+    entropy_scale_max: float = pieces.setting(2.0, ge=1.0)
+    """κ ≥ 1: g_k is clipped to [1/κ, κ] [inferred]."""
     aggregation: ops.Aggregation = "seq-mean-token-mean"
     """Aggregation (GRPO / GSPO's per-response mean)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -99,19 +87,19 @@ def loss(stats, rollout, adv, cfg: Config, state):
     log_ratio = ops.log_ratio(stats.logprobs, rollout.behaviour_logprobs)
     ratio = ops.stop_gradient_ratio(ops.segment_mean(log_ratio, mask, rollout.segment_ids), stats.logprobs)
     scale = clip_scale(rollout, cfg)
-    eps_high = cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high
-    pg, clipped = ops.clipped_surrogate(ratio, adv, cfg.clip_eps * scale, eps_high * scale)
+    eps_low, eps_high = cfg.clip_bounds
+    pg, clipped = ops.clipped_surrogate(ratio, adv, eps_low * scale, eps_high * scale)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
-        kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
     )
     metrics["clip_scale_mean"] = ops.masked_mean(scale, ops.weighted_mask(rollout))
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)
 
 
 def needs(cfg: Config) -> frozenset[str]:
-    fields = {"segment_ids"} | ({"sample_entropy"} if cfg.entropy_alpha else set())
-    return frozenset(fields) | regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef)
+    """The segment ratio reads segment_ids; the entropy clip scale reads the sampler's entropy."""
+    return frozenset({"segment_ids"} | ({"sample_entropy"} if cfg.entropy_alpha else set()))
 
 
 register(Algorithm(
@@ -122,4 +110,5 @@ register(Algorithm(
     advantages=advantages,
     loss=loss,
     needs=needs,
+    estimator_fields=("std_eps",),
 ))

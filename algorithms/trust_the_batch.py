@@ -13,7 +13,9 @@ weight and the strength of a KL trust region to the behaviour policy:
     ℓ_t = −Â_t · sg(min(ρ_t, ESS)) · log π_θ(y_t)  +  (1 − ESS) · KL_t(π_θ ‖ π_old)
     KL_t = π_old/π_θ − 1 − log(π_old/π_θ)               (k3, FeynRL's estimator)
 
-token-mean aggregated, Â GRPO's group z-score. When the ratios are uniform
+token-mean aggregated (FeynRL's global token normalisation), Â GRPO's group
+z-score. FeynRL's kl_coeff·KL_ref is `kl_coef` (0 by default); `kl_estimator`
+estimates both KL terms (FeynRL: k3). When the ratios are uniform
 (on-policy) ESS = 1: the weight is 1 and the KL term vanishes, so the update
 is the on-policy score-function update; stale or mismatched data
 concentrate the ratios, ESS drops, the weights are capped lower and the
@@ -46,24 +48,14 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlzoo import ops
-from rlzoo.registry import Algorithm, register, regulariser_needs
+from rlzoo import ops, pieces
+from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation, pieces.GroupStd):
     scale_rewards: bool = True
     """Divide group-centred rewards by the group std (FeynRL's z-score advantage)."""
-    std_eps: float = 1e-6
-    """ε added to the group std."""
-    aggregation: ops.Aggregation = "token-mean"
-    """FeynRL's global token normalisation."""
-    beta: float = 0.0
-    """kl_coeff: weight of a KL-to-reference term (k3)."""
-    kl_estimator: ops.KLEstimator = "k3"
-    """Estimator of both KL terms (FeynRL: k3)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
 
 
 def advantages(rollout, cfg: Config, state):
@@ -78,7 +70,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     ess = jax.lax.stop_gradient(ops.effective_sample_size(ratio, mask))
     total, metrics = ops.weighted_score_function_loss(
         stats, rollout, adv, jnp.minimum(ratio, ess), cfg.aggregation,
-        clipped=ratio > ess, kl_coef=cfg.beta, kl_estimator=cfg.kl_estimator,
+        clipped=ratio > ess, kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator,
         entropy_coef=cfg.entropy_coef,
     )
     kl_old = ops.kl_estimate(stats.logprobs, rollout.behaviour_logprobs, cfg.kl_estimator)
@@ -95,7 +87,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
-    needs=lambda cfg: regulariser_needs(kl_coef=cfg.beta, entropy_coef=cfg.entropy_coef),
+    estimator_fields=("scale_rewards", "std_eps"),
     exemptions={
         "microbatch": "ESS = (Σρ)²/(NΣρ²) is a ratio of whole-batch sums of the current ratios "
         "that scales every token's weight and the KL term; a microbatch computes its own ESS "

@@ -62,7 +62,7 @@ def test_algorithm_names_missing_fields():
     grpo = get_algorithm("grpo")
     with pytest.raises(ValueError, match=r"needs Rollout field\(s\) \['ref_logprobs'\]"):
         grpo.validate(rollout, grpo.Config())
-    grpo.validate(rollout, grpo.Config(beta=0.0))  # no KL term: no reference needed
+    grpo.validate(rollout, grpo.Config(kl_coef=0.0))  # no KL term: no reference needed
 
 
 def test_validate_is_safe_under_jit():

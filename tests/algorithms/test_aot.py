@@ -64,9 +64,9 @@ def test_depends_on_the_batch_only_through_the_two_margin_distributions(seed, rn
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
-    ('label_smoothing', 1.5, '--label-smoothing must be <= 1.0'),
-    ('pair_mode', 'random', '--pair-mode must be one of'),
+    ("beta", 0.0, "--beta must be > 0.0"),
+    ("label_smoothing", 1.5, "--label-smoothing must be <= 1.0"),
+    ("pair_mode", "random", "--pair-mode must be one of"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

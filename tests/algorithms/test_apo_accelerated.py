@@ -77,8 +77,8 @@ def test_registry_hook_is_the_extrapolation(seed, alpha):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
-    ('alpha', -0.1, '--alpha must be >= 0.0'),
+    ("beta", 0.0, "--beta must be > 0.0"),
+    ("alpha", -0.1, "--alpha must be >= 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -41,8 +41,8 @@ def test_at_the_reference_raises_chosen_and_lowers_rejected_equally(seed, beta):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
-    ('pair_mode', 'random', '--pair-mode must be one of'),
+    ("beta", 0.0, "--beta must be > 0.0"),
+    ("pair_mode", "random", "--pair-mode must be one of"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -52,7 +52,7 @@ def test_running_shift_is_the_mean_of_batch_mean_rewards(seeds_):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', -0.1, '--beta must be > 0.0'),
+    ("beta", -0.1, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -92,11 +92,11 @@ def test_running_statistics_are_exponential_moving_averages():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
-    ('filter_ratio', 1.0, '--filter-ratio must be < 1.0'),
-    ('filter_ratio', -0.1, '--filter-ratio must be >= 0.0'),
-    ('momentum', 1.5, '--momentum must be <= 1.0'),
-    ('beta_min', 0.0, '--beta-min must be > 0.0'),
+    ("beta", 0.0, "--beta must be > 0.0"),
+    ("filter_ratio", 1.0, "--filter-ratio must be < 1.0"),
+    ("filter_ratio", -0.1, "--filter-ratio must be >= 0.0"),
+    ("momentum", 1.5, "--momentum must be <= 1.0"),
+    ("beta_min", 0.0, "--beta-min must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -118,3 +118,16 @@ def test_non_positive_beta_is_rejected(beta):
 def test_pair_mode_is_checked():
     with pytest.raises(ValueError, match="--pair-mode must be one of best_vs_worst, all_pairs"):
         COPG.Config(pair_mode="random")
+
+
+def test_targets_are_the_group_centred_rewards():
+    """row_targets: each row's reward minus its group's mean (0 for a row with
+    no trained token); the logged advantage carries it on the row's tokens."""
+    rollout, _ = random_batch(0, B, T, 2, masked_rows=(3,))
+    targets, _ = COPG.advantages(rollout, COPG.Config(), ())
+    r = np.asarray(rollout.rewards, np.float64).reshape(-1, 2)
+    centred = (r - r.mean(1, keepdims=True)).reshape(-1)
+    centred[3] = 0.0
+    mask = np.asarray(rollout.loss_mask)
+    np.testing.assert_allclose(targets["row_targets"], centred, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(targets["advantages"], np.where(mask, centred[:, None], 0.0), rtol=1e-6, atol=1e-7)

@@ -4,15 +4,17 @@ prompt's first step and pools earlier steps afterwards; with a constant
 behaviour probability the loss is GRPO with fixed bounds and OTM aggregation."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
 from rlzoo.algorithms.dcpo import clip_bounds
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 DCPO = get_algorithm("dcpo")
 GRPO = get_algorithm("grpo")
@@ -22,16 +24,14 @@ seeds = st.integers(0, 2**16)
 CFG = DCPO.Config()
 logq = st.floats(-30.0, 0.0, width=32)
 
-
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+jitted = functools.cache(compiled)
 
 
 @given(logq, logq)
 def test_bounds_widen_as_the_old_probability_falls(a, b):
     hi_q, lo_q = max(a, b), min(a, b)
-    lower, upper = clip_bounds(jnp.array([hi_q, lo_q]), CFG.clip_eps, CFG.clip_eps_high, CFG.ratio_cap)
+    lower, upper = clip_bounds(jnp.array([hi_q, lo_q]), CFG.clip_eps_low, CFG.clip_eps_high, CFG.ratio_cap)
     assert lower[1] <= lower[0] + 1e-6 and upper[1] >= upper[0] - 1e-6
     assert np.all(np.asarray(lower) <= 1.0) and np.all(np.asarray(upper) >= 1.0)
 
@@ -130,12 +130,12 @@ def test_constant_behaviour_probability_is_grpo_with_fixed_bounds(seed, log_q):
     rng = np.random.default_rng(seed)
     rollout = rollout.replace(behaviour_logprobs=jnp.where(mask, log_q, 0.0).astype(jnp.float32))
     stats = stats.replace(logprobs=jnp.asarray(np.minimum(log_q + rng.normal(0, 0.5, (B, T)), 0.0), jnp.float32))
-    lower, upper = (float(x) for x in clip_bounds(jnp.float32(log_q), CFG.clip_eps, CFG.clip_eps_high, CFG.ratio_cap))
-    grpo_cfg = GRPO.Config(clip_eps=1 - lower, clip_eps_high=upper - 1, dual_clip=CFG.dual_clip, beta=0.0,
+    lower, upper = (float(x) for x in clip_bounds(jnp.float32(log_q), *CFG.clip_bounds, CFG.ratio_cap))
+    grpo_cfg = GRPO.Config(clip_eps_low=1 - lower, clip_eps_high=upper - 1, dual_clip=CFG.dual_clip, kl_coef=0.0,
                            aggregation="seq-mean-token-sum")
     adv, _ = GRPO.advantages(rollout, grpo_cfg, ())
-    loss, _, grads = compiled(DCPO, CFG)(stats, rollout, adv)
-    ref_loss, _, ref_grads = compiled(GRPO, grpo_cfg)(stats, rollout, adv)
+    loss, _, grads = jitted(DCPO, CFG)(stats, rollout, adv)
+    ref_loss, _, ref_grads = jitted(GRPO, grpo_cfg)(stats, rollout, adv)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=1e-4, atol=1e-6)
 
@@ -145,6 +145,31 @@ def test_on_policy_gradient_is_reinforce_with_otm_weights(seed):
     rollout, stats = random_batch(seed, B, T, K)
     rollout = on_policy(rollout, stats)
     adv, _ = GRPO.advantages(rollout, GRPO.Config(), ())
-    _, _, grads = compiled(DCPO, CFG)(stats, rollout, adv)
+    _, _, grads = jitted(DCPO, CFG)(stats, rollout, adv)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "seq-mean-token-sum"),
                                rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"clip_eps_low": -1.0}, 'dcpo: --clip-eps-low must be >= 0.0; got -1.0'),
+    ({"dual_clip": 1.0}, 'dcpo: --dual-clip must be > 1.0'),
+    ({"ratio_cap": 0.5}, 'dcpo: --ratio-cap must be > 1.0'),
+    ({"max_prompts": 0}, 'dcpo: --max-prompts must be >= 1'),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DCPO.Config(**overrides)
+
+
+@given(seeds)
+def test_without_dual_clip_the_cap_alone_bounds_the_ratio(seed):
+    """dual_clip=None (DualClip off): the upper bound is capped at ratio_cap only."""
+    rollout, stats = random_batch(seed, B, T, K)
+    cfg = DCPO.Config(dual_clip=None, ratio_cap=4.0)
+    adv, _ = GRPO.advantages(rollout, GRPO.Config(), ())
+    _, metrics, grads = jitted(DCPO, cfg)(stats, rollout, adv)
+    assert np.all(np.isfinite(np.asarray(grads.logprobs)))
+    _, upper = clip_bounds(rollout.behaviour_logprobs, cfg.clip_eps_low, cfg.clip_eps_high, 4.0)
+    mask = np.asarray(rollout.loss_mask)
+    assert np.all(np.asarray(upper)[mask] <= 4.0)
+    np.testing.assert_allclose(metrics["clip_upper_mean"], np.asarray(upper)[mask].mean(), rtol=1e-5)

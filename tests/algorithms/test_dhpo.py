@@ -4,15 +4,17 @@ sequence ratio and the gradient of a token ratio; the entropy weight lies in
 (0, 1) and is ½ at average entropy; on-policy the gradient is REINFORCE's."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
 from rlzoo.algorithms.dhpo import mixing_weight
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 DHPO = get_algorithm("dhpo")
 GRPO = get_algorithm("grpo")
@@ -22,10 +24,8 @@ B, T, K = 8, 10, 4
 seeds = st.integers(0, 2**16)
 shifts = st.sampled_from([1e-4, 0.02, 0.5])
 
-
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+jitted = functools.cache(compiled)
 
 
 def _batch(seed, shift):
@@ -39,10 +39,10 @@ def _batch(seed, shift):
 def test_token_weight_one_is_grpo(seed, shift):
     rollout, stats = _batch(seed, shift)
     cfg = DHPO.Config(token_weight=1.0)
-    grpo_cfg = GRPO.Config(clip_eps=0.2, beta=0.0, aggregation="seq-mean-token-mean")
+    grpo_cfg = GRPO.Config(clip_eps_low=0.2, kl_coef=0.0, aggregation="seq-mean-token-mean")
     adv, _ = GRPO.advantages(rollout, grpo_cfg, ())
-    loss, _, grads = compiled(DHPO, cfg)(stats, rollout, adv)
-    ref_loss, _, ref = compiled(GRPO, grpo_cfg)(stats, rollout, adv)
+    loss, _, grads = jitted(DHPO, cfg)(stats, rollout, adv)
+    ref_loss, _, ref = jitted(GRPO, grpo_cfg)(stats, rollout, adv)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads.logprobs, ref.logprobs, rtol=1e-5, atol=1e-7)
 
@@ -52,9 +52,9 @@ def test_token_weight_zero_is_gspo(seed, shift):
     rollout, stats = _batch(seed, shift)
     cfg = DHPO.Config(token_weight=0.0)
     adv, _ = GRPO.advantages(rollout, GRPO.Config(), ())
-    loss, _, grads = compiled(DHPO, cfg)(stats, rollout, adv)
+    loss, _, grads = jitted(DHPO, cfg)(stats, rollout, adv)
     for algo in (GSPO, GSPO_TOKEN):
-        ref_loss, _, ref = compiled(algo, algo.Config())(stats, rollout, adv)  # ε = 3e-4 / 4e-4 both
+        ref_loss, _, ref = jitted(algo, algo.Config())(stats, rollout, adv)  # ε = 3e-4 / 4e-4 both
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(grads.logprobs, ref.logprobs, rtol=1e-4, atol=1e-7)
 
@@ -87,7 +87,17 @@ def test_on_policy_gradient_is_reinforce(seed, mixing):
     rollout = on_policy(rollout, stats)
     cfg = DHPO.Config(mixing=mixing)
     adv, _ = DHPO.advantages(rollout, cfg, ())
-    _, metrics, grads = compiled(DHPO, cfg)(stats, rollout, adv)
+    _, metrics, grads = jitted(DHPO, cfg)(stats, rollout, adv)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "seq-mean-token-mean"),
                                rtol=1e-5, atol=1e-7)
     assert metrics["clip_frac"] == 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"token_weight": 1.5}, 'dhpo: --token-weight must be <= 1.0; got 1.5'),
+    ({"seq_clip_low": -1e-4}, 'dhpo: --seq-clip-low must be >= 0.0'),
+    ({"mixing": "average"}, "dhpo: --mixing must be one of fixed, entropy; got 'average'"),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DHPO.Config(**overrides)

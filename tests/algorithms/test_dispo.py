@@ -4,14 +4,15 @@ bounds equal it is CISPO; clipped tokens keep the truncated-weight gradient
 REINFORCE."""
 
 import functools
+import re
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 DISPO = get_algorithm("dispo")
 CISPO = get_algorithm("cispo")
@@ -19,10 +20,8 @@ B, T, K = 8, 10, 4
 seeds = st.integers(0, 2**16)
 CFG = DISPO.Config()
 
-
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+jitted = functools.cache(compiled)
 
 
 def _batch(seed, shift):
@@ -39,8 +38,8 @@ def test_equal_bounds_are_cispo(seed, bounds, shift):
     cispo_cfg = CISPO.Config(eps_low_is=down, eps_high_is=up)
     rollout, stats = _batch(seed, shift)
     adv, _ = CISPO.advantages(rollout, cispo_cfg, ())
-    loss, _, grads = compiled(DISPO, cfg)(stats, rollout, adv)
-    ref_loss, _, ref_grads = compiled(CISPO, cispo_cfg)(stats, rollout, adv)
+    loss, _, grads = jitted(DISPO, cfg)(stats, rollout, adv)
+    ref_loss, _, ref_grads = jitted(CISPO, cispo_cfg)(stats, rollout, adv)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=1e-5, atol=1e-8)
 
@@ -50,7 +49,7 @@ def test_gradient_is_the_sign_dependent_truncated_weight(seed, shift):
     """∂ℓ/∂log π_t = −w_t · clip(ρ_t, 1 − ε_down^s, 1 + ε_up^s) · Â_t: never zeroed by clipping."""
     rollout, stats = _batch(seed, shift)
     adv, _ = DISPO.advantages(rollout, CFG, ())
-    _, _, grads = compiled(DISPO, CFG)(stats, rollout, adv)
+    _, _, grads = jitted(DISPO, CFG)(stats, rollout, adv)
     r = np.exp(np.asarray(stats.logprobs, np.float64) - np.asarray(rollout.behaviour_logprobs, np.float64))
     a = np.asarray(adv, np.float64)
     low = np.where(a > 0, 1 - CFG.eps_down_correct, 1 - CFG.eps_down_incorrect)
@@ -70,7 +69,7 @@ def test_correct_and_incorrect_tokens_use_their_own_bounds():
     rollout = rollout.replace(behaviour_logprobs=jnp.where(mask, stats.logprobs - np.log(2.0), 0.0))
     sign = jnp.where(jnp.arange(B)[:, None] % 2 == 0, 1.0, -1.0)
     adv = jnp.where(mask, sign, 0.0)
-    _, _, grads = compiled(DISPO, CFG)(stats, rollout, adv)
+    _, _, grads = jitted(DISPO, CFG)(stats, rollout, adv)
     w = ops.token_weights(rollout, "token-mean")
     want = jnp.where(sign > 0, -w * 1.28, w * 2.0)
     np.testing.assert_allclose(grads.logprobs, jnp.where(mask, want, 0.0), rtol=1e-5, atol=1e-8)
@@ -81,6 +80,16 @@ def test_on_policy_gradient_is_reinforce(seed):
     rollout, stats = random_batch(seed, B, T, K)
     rollout = on_policy(rollout, stats)
     adv, _ = DISPO.advantages(rollout, CFG, ())
-    _, metrics, grads = compiled(DISPO, CFG)(stats, rollout, adv)
+    _, metrics, grads = jitted(DISPO, CFG)(stats, rollout, adv)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "token-mean"), rtol=1e-5, atol=1e-7)
     assert metrics["clip_frac"] == 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"eps_up_correct": -0.1}, 'dispo: --eps-up-correct must be >= 0.0; got -0.1'),
+    ({"eps_down_incorrect": 1.5}, 'dispo: --eps-down-incorrect must be <= 1.0'),
+    ({"kl_coef": -1.0}, 'dispo: --kl-coef must be >= 0.0'),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DISPO.Config(**overrides)

@@ -90,9 +90,9 @@ def test_invariant_to_prompt_dependent_reward_shift(seed, shifts, soft):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
-    ('min_margin', -1.0, '--min-margin must be >= 0.0'),
-    ('pair_mode', 'random', '--pair-mode must be one of'),
+    ("beta", 0.0, "--beta must be > 0.0"),
+    ("min_margin", -1.0, "--min-margin must be >= 0.0"),
+    ("pair_mode", "random", "--pair-mode must be one of"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
+from rlzoo.experience.row_transforms import make_pairs
 from rlzoo.testing import loss_and_grad, random_batch
 
 DPO = get_algorithm("dpo")
@@ -84,11 +85,29 @@ def test_swapping_chosen_and_rejected_negates_the_margin(seed, beta):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
-    ('beta', nan, '--beta must be finite'),
-    ('label_smoothing', -0.1, '--label-smoothing must be >= 0.0'),
-    ('pair_mode', 'random', '--pair-mode must be one of'),
+    ("beta", 0.0, "--beta must be > 0.0"),
+    ("beta", float("nan"), "--beta must be finite"),
+    ("label_smoothing", -0.1, "--label-smoothing must be >= 0.0"),
+    ("pair_mode", "random", "--pair-mode must be one of"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         DPO.Config(**{field: value})
+
+
+@pytest.mark.parametrize("pair_mode", ["best_vs_worst", "all_pairs"])
+def test_groups_of_k_become_pairs_by_the_configured_pair_mode(pair_mode):
+    """The record's `prepare` hook cuts groups of K = 4 into pairs by `pair_mode`
+    (one pair per group, or all K(K − 1)/2), the rows of the pair batch being
+    those of `make_pairs`; groups of two pass through unchanged."""
+    rollout, _ = random_batch(0, 16, T, 4)
+    cfg = DPO.Config(pair_mode=pair_mode)
+    pairs = DPO.prepare(rollout, cfg, DPO.init_state(cfg))
+    assert pairs.group_size == 2
+    assert pairs.num_groups == {"best_vs_worst": 4, "all_pairs": 4 * 6}[pair_mode]
+    expected = make_pairs(rollout, pair_mode)
+    np.testing.assert_array_equal(pairs.tokens, expected.tokens)
+    np.testing.assert_array_equal(pairs.rewards, expected.rewards)
+    already, _ = random_batch(0, B, T, 2)
+    assert DPO.prepare(already, cfg, ()) is already
+    assert DPO.Config().pair_mode == "best_vs_worst"

@@ -55,7 +55,7 @@ def test_satisfied_pairs_give_no_gradient_and_others_a_constant_slope(seed, beta
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
+    ("beta", 0.0, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

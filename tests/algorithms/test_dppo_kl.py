@@ -1,7 +1,10 @@
 """DPPO-Binary-KL's invariants (Qi et al. 2026, arXiv:2602.04879; verl loss_mode=dppo_kl)."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -71,3 +74,13 @@ def test_only_moves_in_the_advantage_direction_are_blocked():
     # one whose probability rose keeps its (positive) gradient.
     assert np.all(np.asarray(g_down.logprobs)[mask] == 0)
     assert np.all(np.asarray(g_up.logprobs)[mask] > 0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"delta_low": -0.01}, 'dppo_kl: --delta-low must be >= 0.0; got -0.01'),
+    ({"is_cap": 0.0}, 'dppo_kl: --is-cap must be > 0.0'),
+    ({"norm_len": 0}, 'dppo_kl: --norm-len must be >= 1'),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DPPO.Config(**overrides)

@@ -1,7 +1,10 @@
 """DPPO-Binary-TV's invariants (Qi et al. 2026, arXiv:2602.04879; verl loss_mode=dppo_tv)."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
@@ -60,7 +63,7 @@ def test_without_trust_region_gradient_is_grpos_unclipped_gradient(seed):
     cfg = DPPO.Config(delta_low=1.0, delta_high=1.0)
     _, _, grads = loss_and_grad(DPPO, cfg, stats, rollout)
     grpo = get_algorithm("grpo")
-    gcfg = grpo.Config(clip_eps=1.0, clip_eps_high=1e6, beta=0.0, scale_rewards=False,
+    gcfg = grpo.Config(clip_eps_low=1.0, clip_eps_high=1e6, kl_coef=0.0, scale_rewards=False,
                        aggregation="seq-mean-token-sum-norm")
     _, _, base = loss_and_grad(grpo, gcfg, stats, rollout)
     np.testing.assert_allclose(grads.logprobs, base.logprobs, rtol=1e-4, atol=1e-8)
@@ -88,3 +91,13 @@ def test_moving_back_is_never_blocked():
     _, _, g_down = loss_and_grad(DPPO, cfg, stats, down, adv=adv)
     assert np.all(np.asarray(g_up.logprobs)[mask] == 0)
     assert np.all(np.asarray(g_down.logprobs)[mask] < 0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"delta_high": -0.15}, 'dppo_tv: --delta-high must be >= 0.0; got -0.15'),
+    ({"is_cap": -1.0}, 'dppo_tv: --is-cap must be > 0.0'),
+    ({"aggregation": "sum"}, 'dppo_tv: --aggregation must be one of'),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DPPO.Config(**overrides)

@@ -1,11 +1,14 @@
 """Dr.GRPO's invariants (Liu et al. 2025, arXiv:2503.20783)."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
-from rlzoo.testing import loss_and_grad, on_policy, random_batch
+from rlzoo.testing import loss_and_grad, off_policy, on_policy, random_batch
 
 DR_GRPO = get_algorithm("dr_grpo")
 GRPO = get_algorithm("grpo")
@@ -52,10 +55,34 @@ def test_token_weight_does_not_depend_on_response_length(seed, norm_len):
 
 @given(st.integers(0, 2**16))
 def test_reduces_to_grpo_without_std_and_length_normalisation(seed):
-    """Dr.GRPO = GRPO(scale_rewards=False, aggregation=seq-mean-token-sum-norm, β = 0)."""
+    """Dr.GRPO = GRPO(scale_rewards=False, aggregation=seq-mean-token-sum-norm, kl_coef = 0)."""
     rollout, stats = random_batch(seed, B, T, K, equal_reward_groups=(0,))
     loss, _, grads = loss_and_grad(DR_GRPO, DR_GRPO.Config(), stats, rollout)
-    grpo_cfg = GRPO.Config(beta=0.0, scale_rewards=False, aggregation="seq-mean-token-sum-norm")
+    grpo_cfg = GRPO.Config(kl_coef=0.0, scale_rewards=False, aggregation="seq-mean-token-sum-norm")
     ref_loss, _, ref_grads = loss_and_grad(GRPO, grpo_cfg, stats, rollout)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=1e-6, atol=1e-9)
+
+
+@given(st.integers(0, 2**16), st.sampled_from([(0.1, None), (0.2, 0.28)]))
+def test_clip_bounds_are_grpos(seed, bounds):
+    """Off-policy, the clipped surrogate uses [1 − ε_low, 1 + ε_high] exactly as GRPO's."""
+    low, high = bounds
+    rollout, stats = off_policy(seed, 0.5, batch=B, length=T, group_size=K)
+    cfg = DR_GRPO.Config(clip_eps_low=low, clip_eps_high=high)
+    loss, _, grads = loss_and_grad(DR_GRPO, cfg, stats, rollout)
+    grpo_cfg = GRPO.Config(clip_eps_low=low, clip_eps_high=high, kl_coef=0.0, scale_rewards=False,
+                           aggregation="seq-mean-token-sum-norm")
+    ref_loss, _, ref_grads = loss_and_grad(GRPO, grpo_cfg, stats, rollout)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grads.logprobs, ref_grads.logprobs, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"clip_eps_low": -1.0}, 'dr_grpo: --clip-eps-low must be >= 0.0; got -1.0'),
+    ({"norm_len": 0}, 'dr_grpo: --norm-len must be >= 1'),
+    ({"kl_estimator": "k4"}, 'dr_grpo: --kl-estimator must be one of'),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DR_GRPO.Config(**overrides)

@@ -48,9 +48,9 @@ def test_minimum_at_the_target_probability(seed, beta, eps):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('epsilon', 0.0, '--epsilon must be > 0.0'),
-    ('epsilon', 1.0, '--epsilon must be < 1.0'),
-    ('beta', 0.0, '--beta must be > 0.0'),
+    ("epsilon", 0.0, "--epsilon must be > 0.0"),
+    ("epsilon", 1.0, "--epsilon must be < 1.0"),
+    ("beta", 0.0, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -77,8 +77,8 @@ def test_equal_winner_rewards_leave_only_the_preference_gradient(seed):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
-    ('lam', -1.0, '--lam must be >= 0.0'),
+    ("beta", 0.0, "--beta must be > 0.0"),
+    ("lam", -1.0, "--lam must be >= 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

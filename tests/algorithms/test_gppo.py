@@ -3,26 +3,25 @@ clip-higher GRPO, same gradient on unclipped tokens, bounded non-zero
 gradient on clipped ones."""
 
 import functools
+import re
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 GPPO = get_algorithm("gppo")
 GRPO = get_algorithm("grpo")
 B, T, K = 8, 10, 4
 seeds = st.integers(0, 2**16)
 CFG = GPPO.Config()
-CLIP_HIGHER = GRPO.Config(clip_eps=0.2, clip_eps_high=0.28, dual_clip=10.0, beta=0.0, aggregation="token-mean")
+CLIP_HIGHER = GRPO.Config(clip_eps_low=0.2, clip_eps_high=0.28, dual_clip=10.0, kl_coef=0.0, aggregation="token-mean")
 
-
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+jitted = functools.cache(compiled)
 
 
 def _shifted(seed, shift):
@@ -37,8 +36,8 @@ def _shifted(seed, shift):
 def test_loss_value_equals_clip_higher_and_unclipped_gradients_agree(seed, shift):
     rollout, stats = _shifted(seed, shift)
     adv, _ = GPPO.advantages(rollout, CFG, ())
-    loss, _, grads = compiled(GPPO, CFG)(stats, rollout, adv)
-    ref_loss, _, ref_grads = compiled(GRPO, CLIP_HIGHER)(stats, rollout, adv)
+    loss, _, grads = jitted(GPPO, CFG)(stats, rollout, adv)
+    ref_loss, _, ref_grads = jitted(GRPO, CLIP_HIGHER)(stats, rollout, adv)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
     # Unclipped tokens, from the ratio and advantage sign alone.
     r = np.exp(np.asarray(stats.logprobs) - np.asarray(rollout.behaviour_logprobs))
@@ -56,12 +55,12 @@ def test_clipped_tokens_keep_a_bounded_gradient(seed, gap):
     rollout, stats = random_batch(seed, B, T, K)
     mask = rollout.loss_mask
     weights = np.asarray(ops.token_weights(rollout, "token-mean"))
-    for sign, bound in ((1.0, 1.0 + CFG.clip_eps_high), (-1.0, 1.0 - CFG.clip_eps)):
+    for sign, bound in ((1.0, 1.0 + CFG.clip_eps_high), (-1.0, 1.0 - CFG.clip_eps_low)):
         shifted = rollout.replace(behaviour_logprobs=jnp.where(mask, stats.logprobs - sign * gap, 0.0))
         adv = jnp.where(mask, sign, 0.0)
-        _, metrics, grads = compiled(GPPO, CFG)(stats, shifted, adv)
+        _, metrics, grads = jitted(GPPO, CFG)(stats, shifted, adv)
         np.testing.assert_allclose(grads.logprobs, -weights * sign * bound, rtol=1e-5, atol=1e-8)
-        _, _, ref = compiled(GRPO, CLIP_HIGHER)(stats, shifted, adv)
+        _, _, ref = jitted(GRPO, CLIP_HIGHER)(stats, shifted, adv)
         assert np.all(np.asarray(ref.logprobs) == 0)
         assert metrics["clip_frac"] == 1
 
@@ -71,6 +70,16 @@ def test_on_policy_gradient_is_reinforce(seed):
     rollout, stats = random_batch(seed, B, T, K)
     rollout = on_policy(rollout, stats)
     adv, _ = GPPO.advantages(rollout, CFG, ())
-    _, metrics, grads = compiled(GPPO, CFG)(stats, rollout, adv)
+    _, metrics, grads = jitted(GPPO, CFG)(stats, rollout, adv)
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "token-mean"), rtol=1e-5, atol=1e-7)
     assert metrics["clip_frac"] == 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"clip_eps_low": -1.0}, "gppo: --clip-eps-low must be >= 0.0; got -1.0"),
+    ({"clip_eps_high": -0.28}, "gppo: --clip-eps-high must be >= 0.0"),
+    ({"dual_clip": 0.9}, "gppo: --dual-clip must be > 1.0"),
+])
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GPPO.Config(**overrides)

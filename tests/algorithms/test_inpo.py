@@ -88,8 +88,8 @@ def test_tied_pairs_carry_no_preference(seed):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('eta', 0.0, '--eta must be > 0.0'),
-    ('tau', -0.1, '--tau must be >= 0.0'),
+    ("eta", 0.0, "--eta must be > 0.0"),
+    ("tau", -0.1, "--tau must be >= 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

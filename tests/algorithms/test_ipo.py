@@ -66,8 +66,8 @@ def test_policy_enters_only_through_the_margin(seed, shift):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
-    ('beta', -0.2, '--beta must be > 0.0'),
+    ("beta", 0.0, "--beta must be > 0.0"),
+    ("beta", -0.2, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -63,11 +63,11 @@ def test_loss_is_the_reward_margin_weighted_dpo_loss(seed, from_component):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('c_max', 0.9, '--c-max must be >= 1.0'),
-    ('c_min', 1.0, '--c-min must be < 1.0'),
-    ('tau', -1.0, '--tau must be >= 0.0'),
-    ('margin_component', -1, '--margin-component must be >= 0'),
-    ('beta', 0.0, '--beta must be > 0.0'),
+    ("c_max", 0.9, "--c-max must be >= 1.0"),
+    ("c_min", 1.0, "--c-min must be < 1.0"),
+    ("tau", -1.0, "--tau must be >= 0.0"),
+    ("margin_component", -1, "--margin-component must be >= 0"),
+    ("beta", 0.0, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

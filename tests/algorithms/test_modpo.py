@@ -58,9 +58,9 @@ def test_default_weights_split_the_remainder_evenly():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('preference_weight', 0.0, '--preference-weight must be > 0.0'),
-    ('component_weights', (0.5, inf), '--component-weights must hold finite numbers'),
-    ('beta', 0.0, '--beta must be > 0.0'),
+    ("preference_weight", 0.0, "--preference-weight must be > 0.0"),
+    ("component_weights", (0.5, float("inf")), "--component-weights must hold finite numbers"),
+    ("beta", 0.0, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -93,12 +93,39 @@ def test_clipping_stops_the_gradient_past_the_trust_region(seed, mode):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('clip_eps_low', -1.0, '--clip-eps-low must be >= 0.0'),
-    ('clip_eps_high', -0.1, '--clip-eps-high must be >= 0.0'),
-    ('kl_coef', -0.1, '--kl-coef must be >= 0.0'),
-    ('kl_estimator', 'k4', '--kl-estimator must be one of'),
-    ('clip_mode', 'both', '--clip-mode must be one of'),
+    ("clip_eps_low", -1.0, "--clip-eps-low must be >= 0.0"),
+    ("clip_eps_high", -0.1, "--clip-eps-high must be >= 0.0"),
+    ("kl_coef", -0.1, "--kl-coef must be >= 0.0"),
+    ("kl_estimator", "k4", "--kl-estimator must be one of"),
+    ("clip_mode", "both", "--clip-mode must be one of"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         P3O.Config(**{field: value})
+
+
+@given(seeds)
+def test_upper_clip_bound_is_set_apart_from_the_lower(seed):
+    """Separate clipping with the winner's log ratio at +1 (ρ = e) and the
+    loser's at −1 (ρ = 1/e): with ε_high = 2 (1 + ε_high > e) the winner is
+    no longer clipped and gets a gradient, the loser (ρ < 1 − ε_low) still none."""
+    rollout, stats = random_batch(seed, B, T, 2)
+    mask = np.asarray(rollout.loss_mask)
+    first = np.zeros_like(mask)
+    first[np.arange(B), mask.argmax(1)] = True
+    rewards = np.asarray(rollout.rewards)
+    preferred = rewards > rewards.reshape(-1, 2)[:, ::-1].reshape(-1)
+    logp = np.asarray(rollout.behaviour_logprobs) + np.where(first, np.where(preferred, 1.0, -1.0)[:, None], 0.0)
+    stats = stats.replace(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))
+    cfg = P3O.Config(clip_eps_high=2.0, kl_coef=0.0)
+    assert cfg.clip_bounds == (0.2, 2.0) and P3O.Config().clip_bounds == (0.2, 0.2)
+    _, _, grads = jitted(P3O, cfg)(stats, rollout)
+    g = np.asarray(grads.logprobs)
+    winners = preferred & mask.any(1)
+    assert np.all(g[winners][mask[winners]] < 0)
+    assert np.all(g[~preferred] == 0)
+
+
+def test_kl_penalty_needs_the_reference_only_when_on():
+    assert P3O.required(P3O.Config()) == {"ref_logprobs"}
+    assert P3O.required(P3O.Config(kl_coef=0.0)) == frozenset()

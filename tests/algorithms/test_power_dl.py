@@ -72,10 +72,10 @@ def test_reference_free():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('label_step', 1.5, '--label-step must be <= 1.0'),
-    ('eta', -1.0, '--eta must be >= 0.0'),
-    ('num_labels', 0, '--num-labels must be >= 1'),
-    ('beta', 0.0, '--beta must be > 0.0'),
+    ("label_step", 1.5, "--label-step must be <= 1.0"),
+    ("eta", -1.0, "--eta must be >= 0.0"),
+    ("num_labels", 0, "--num-labels must be >= 1"),
+    ("beta", 0.0, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -51,9 +51,9 @@ def test_closed_form(seed, eps):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('label_flip_rate', 0.5, '--label-flip-rate must be < 0.5'),
-    ('label_flip_rate', -0.1, '--label-flip-rate must be >= 0.0'),
-    ('beta', 0.0, '--beta must be > 0.0'),
+    ("label_flip_rate", 0.5, "--label-flip-rate must be < 0.5"),
+    ("label_flip_rate", -0.1, "--label-flip-rate must be >= 0.0"),
+    ("beta", 0.0, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

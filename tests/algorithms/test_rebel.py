@@ -112,10 +112,33 @@ def test_dropped_row_removes_its_pairs():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('eta', 0.0, '--eta must be > 0.0'),
-    ('kl_coef', -0.1, '--kl-coef must be >= 0.0'),
-    ('kl_estimator', 'k4', '--kl-estimator must be one of'),
+    ("eta", 0.0, "--eta must be > 0.0"),
+    ("kl_coef", -0.1, "--kl-coef must be >= 0.0"),
+    ("kl_estimator", "k4", "--kl-estimator must be one of"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         REBEL.Config(**{field: value})
+
+
+@given(seeds, st.sampled_from(["k1", "k2", "k3"]), st.sampled_from([2, 4]))
+def test_targets_are_the_centred_kl_penalised_rewards(seed, estimator, k):
+    """row_targets: r − β_KL Σ_t KL̂_t(π_t ‖ π_ref) centred within the group, with the
+    configured estimator (k1 = log π_t − log π_ref, the default); the logged
+    advantage is the same value on each row's trained tokens."""
+    rollout, _ = random_batch(seed, B, T, k)
+    cfg = REBEL.Config(kl_estimator=estimator)
+    targets, _ = REBEL.advantages(rollout, cfg, ())
+    mask = np.asarray(rollout.loss_mask)
+    log_ratio = np.asarray(rollout.behaviour_logprobs, np.float64) - np.asarray(rollout.ref_logprobs)
+    per_token = {"k1": log_ratio, "k2": 0.5 * log_ratio**2, "k3": np.expm1(-log_ratio) + log_ratio}[estimator]
+    penalised = np.asarray(rollout.rewards, np.float64) - cfg.kl_coef * np.where(mask, per_token, 0.0).sum(1)
+    centred = (penalised.reshape(-1, k) - penalised.reshape(-1, k).mean(1, keepdims=True)).reshape(-1)
+    expected = np.where(mask.any(1), centred, 0.0)
+    np.testing.assert_allclose(targets["row_targets"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(targets["advantages"], np.where(mask, expected[:, None], 0.0), rtol=1e-5, atol=1e-5)
+
+
+def test_kl_penalty_needs_the_reference_only_when_on():
+    assert REBEL.required(REBEL.Config()) == {"ref_logprobs"}
+    assert REBEL.required(REBEL.Config(kl_coef=0.0)) == frozenset()

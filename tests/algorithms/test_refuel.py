@@ -95,8 +95,8 @@ def test_zero_loss_iff_log_ratio_gap_equals_eta_q_gap(seed, eta, offsets):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('eta', 0.0, '--eta must be > 0.0'),
-    ('q_estimate', 'monte-carlo', '--q-estimate must be one of'),
+    ("eta", 0.0, "--eta must be > 0.0"),
+    ("q_estimate", "monte-carlo", "--q-estimate must be one of"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -45,9 +45,9 @@ def test_sft_part_is_minus_eta_beta_grad_log_likelihood_of_the_chosen(seed, beta
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('eta', -1.0, '--eta must be >= 0.0'),
-    ('sft_normalisation', 'max', '--sft-normalisation must be one of'),
-    ('beta', 0.0, '--beta must be > 0.0'),
+    ("eta", -1.0, "--eta must be >= 0.0"),
+    ("sft_normalisation", "max", "--sft-normalisation must be one of"),
+    ("beta", 0.0, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

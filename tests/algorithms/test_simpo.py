@@ -57,8 +57,8 @@ def test_reward_depends_on_the_mean_log_likelihood_only(seed, beta):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
-    ('label_smoothing', 2.0, '--label-smoothing must be <= 1.0'),
+    ("beta", 0.0, "--beta must be > 0.0"),
+    ("label_smoothing", 2.0, "--label-smoothing must be <= 1.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -127,8 +127,8 @@ def test_given_hard_probabilities_reduce_to_registered_sppo_hard(seed, beta):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('eta', 0.0, '--eta must be > 0.0'),
-    ('win_rate', 'soft', '--win-rate must be one of'),
+    ("eta", 0.0, "--eta must be > 0.0"),
+    ("win_rate", "soft", "--win-rate must be one of"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

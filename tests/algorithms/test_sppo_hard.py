@@ -40,7 +40,7 @@ def test_minimiser_puts_chosen_and_rejected_log_ratios_at_plus_minus_half_eta(se
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ('beta', 0.0, '--beta must be > 0.0'),
+    ("beta", 0.0, "--beta must be > 0.0"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -5,14 +5,14 @@ segment's relative entropy; on-policy the gradient is REINFORCE's."""
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
 from rlzoo.algorithms.sspo import clip_scale
-from rlzoo.testing import loss_and_grad, on_policy, random_batch, reinforce_gradient
+from rlzoo.testing import compiled, on_policy, random_batch, reinforce_gradient
 
 SSPO = get_algorithm("sspo")
 GRPO = get_algorithm("grpo")
@@ -23,9 +23,8 @@ seeds = st.integers(0, 2**16)
 FIXED = SSPO.Config(entropy_alpha=0.0)
 
 
-@functools.cache
-def compiled(algo, cfg):
-    return jax.jit(lambda stats, rollout, adv: loss_and_grad(algo, cfg, stats, rollout, adv=adv))
+# One compilation per (algorithm, config) across hypothesis examples.
+compiled = functools.cache(compiled)
 
 
 def _batch(seed, shift):
@@ -68,7 +67,7 @@ def test_segment_mean_matches_a_loop(seed, n_ids):
 def test_one_token_per_segment_is_grpo(seed, shift):
     rollout, stats = _batch(seed, shift)
     rollout = rollout.replace(segment_ids=jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T)))
-    grpo_cfg = GRPO.Config(clip_eps=0.2, beta=0.0, aggregation="seq-mean-token-mean")
+    grpo_cfg = GRPO.Config(clip_eps_low=0.2, kl_coef=0.0, aggregation="seq-mean-token-mean")
     adv, _ = GRPO.advantages(rollout, grpo_cfg, ())
     loss, _, grads = compiled(SSPO, FIXED)(stats, rollout, adv)
     ref_loss, _, ref = compiled(GRPO, grpo_cfg)(stats, rollout, adv)
@@ -117,3 +116,13 @@ def test_on_policy_gradient_is_reinforce(seed):
     np.testing.assert_allclose(grads.logprobs, reinforce_gradient(rollout, adv, "seq-mean-token-mean"),
                                rtol=1e-5, atol=1e-7)
     assert metrics["clip_frac"] == 0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("entropy_scale_max", 0.5, "--entropy-scale-max must be >= 1.0"),
+    ("entropy_alpha", -1.0, "--entropy-alpha must be >= 0.0"),
+    ("clip_eps_low", -0.2, "--clip-eps-low must be >= 0.0"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SSPO.Config(**{field: value})

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm, ops
@@ -65,3 +66,26 @@ def test_gradient_is_ess_capped_pg_plus_scaled_kl(seed, spread):
     clear = ~mask | (np.abs(k3) < 9.9)
     want = np.asarray(reinforce_gradient(rollout, coef, "token-mean"))
     np.testing.assert_allclose(np.asarray(grads.logprobs)[clear], want[clear], rtol=2e-4, atol=1e-7)
+
+
+@given(st.integers(0, 2**16))
+def test_reference_kl_is_the_shared_penalty(seed):
+    """kl_coef adds FeynRL's kl_coeff·KL_ref (k3) on top of the ESS terms, and only then
+    does the algorithm read the reference log-probs."""
+    rollout, stats = random_batch(seed, B, T, K)
+    cfg = TTB.Config(kl_coef=0.3)
+    assert TTB.required(TTB.Config()) == frozenset() and TTB.required(cfg) == {"ref_logprobs"}
+    loss, _, _ = loss_and_grad(TTB, cfg, stats, rollout)
+    base, _, _ = loss_and_grad(TTB, TTB.Config(), stats, rollout)
+    kl_ref = ops.aggregate(ops.kl_estimate(stats.logprobs, rollout.ref_logprobs, "k3"), rollout, "token-mean")
+    np.testing.assert_allclose(loss - base, 0.3 * kl_ref, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("kl_coef", -1.0, "--kl-coef must be >= 0.0"),
+    ("std_eps", -1e-6, "--std-eps must be > 0.0"),
+    ("kl_estimator", "k4", "--kl-estimator must be one of k1, k2, k3"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TTB.Config(**{field: value})

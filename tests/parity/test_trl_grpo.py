@@ -11,15 +11,19 @@ Layout: TRL keeps the completion apart from the prompt ([B, Tc]); the zoo's
 rollout is [B, Tc + 1] with one untrained prompt position in front.
 
 TRL's conventions are set explicitly on the zoo side: group std with ddof 1
-plus 1e-4 (`std_eps=1e-4`), the k3 KL estimator, the same β and clip bounds,
-and for Dr.GRPO the constant `norm_len = max_completion_length`. TRL's
+plus 1e-4 (`std_eps=1e-4`), the k3 KL estimator, the same KL weight (TRL's
+`beta` is the zoo's `kl_coef`) and clip bounds (TRL's `epsilon` /
+`epsilon_high` are `clip_eps_low` / `clip_eps_high`), and for Dr.GRPO the
+constant `norm_len = max_completion_length`. TRL's
 advantages are computed here with TRL's formula (its `nanstd`, + 1e-4) and
 checked against the zoo's before being fed to TRL's loss.
 
 Where TRL differs from the papers (documented, not tested as errors):
 - `loss_type="grpo"` is GRPO's seq-mean-token-mean; TRL's "bnpo" is only an
-  aggregation mode (token-mean over the local batch), not the BNPO paper;
-  it is compared with the zoo's GRPO under `aggregation="token-mean"`.
+  aggregation mode (token-mean over the local batch), not the BNPO paper
+  (the zoo's `bnpo` is the paper's Beta-normalised estimator, paired with
+  GRPO's loss); it is compared with the zoo's GRPO under
+  `aggregation="token-mean"`.
 - `loss_type="cispo"` caps the IS weight at `epsilon_high` (an absolute value,
   ScaleRL's ε_max) with no lower bound; the zoo's CISPO uses 1 + ε_high^IS.
 - GSPO is `loss_type="grpo"` with `importance_sampling_level="sequence"`.
@@ -198,7 +202,7 @@ def check_advantages(zoo, data, scale=True):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_grpo_matches_trl_grpo(seed):
     data = make_data(seed, empty_row=True)
-    cfg = get_algorithm("grpo").Config(std_eps=TRL_STD_EPS, beta=0.04)
+    cfg = get_algorithm("grpo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04)
     zoo = zoo_loss_and_grad("grpo", cfg, data)
     adv = check_advantages(zoo, data)
     assert_parity(zoo, trl_loss_and_grad(data, adv, loss_type="grpo", beta=0.04), data.mask)
@@ -208,7 +212,7 @@ def test_grpo_matches_trl_grpo(seed):
 def test_grpo_token_mean_matches_trl_bnpo_aggregation(seed):
     """TRL's "bnpo" loss_type is GRPO with token-mean aggregation (not the BNPO paper)."""
     data = make_data(seed, empty_row=True)
-    cfg = get_algorithm("grpo").Config(std_eps=TRL_STD_EPS, beta=0.04, aggregation="token-mean")
+    cfg = get_algorithm("grpo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04, aggregation="token-mean")
     zoo = zoo_loss_and_grad("grpo", cfg, data)
     adv = check_advantages(zoo, data)
     assert_parity(zoo, trl_loss_and_grad(data, adv, loss_type="bnpo", beta=0.04), data.mask)
@@ -217,7 +221,7 @@ def test_grpo_token_mean_matches_trl_bnpo_aggregation(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_dr_grpo_matches_trl_dr_grpo(seed):
     data = make_data(seed, empty_row=True)
-    cfg = get_algorithm("dr_grpo").Config(beta=0.04, norm_len=TC)
+    cfg = get_algorithm("dr_grpo").Config(kl_coef=0.04, norm_len=TC)
     zoo = zoo_loss_and_grad("dr_grpo", cfg, data)
     adv = check_advantages(zoo, data, scale=False)  # TRL scale_rewards="none"
     assert_parity(zoo, trl_loss_and_grad(data, adv, loss_type="dr_grpo", beta=0.04), data.mask)
@@ -256,7 +260,7 @@ def test_cispo_matches_trl_cispo(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sapo_matches_trl_sapo(seed):
     data = make_data(seed, noise=0.8, empty_row=True)
-    cfg = get_algorithm("sapo").Config(std_eps=TRL_STD_EPS, beta=0.04)
+    cfg = get_algorithm("sapo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04)
     zoo = zoo_loss_and_grad("sapo", cfg, data)
     adv = check_advantages(zoo, data)
     trl = trl_loss_and_grad(data, adv, loss_type="sapo", beta=0.04, tau_pos=1.0, tau_neg=1.05)
@@ -264,21 +268,21 @@ def test_sapo_matches_trl_sapo(seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("beta", [0.0, 0.04])
-def test_gspo_matches_trl_sequence_level_grpo(seed, beta):
+@pytest.mark.parametrize("kl_coef", [0.0, 0.04])
+def test_gspo_matches_trl_sequence_level_grpo(seed, kl_coef):
     # Log-ratio noise of the order of ε, so that some responses are clipped and some are not.
     data = make_data(seed, noise=6e-4, empty_row=True)
-    cfg = get_algorithm("gspo").Config(std_eps=TRL_STD_EPS, beta=beta)
+    cfg = get_algorithm("gspo").Config(std_eps=TRL_STD_EPS, kl_coef=kl_coef)
     zoo = zoo_loss_and_grad("gspo", cfg, data)
     adv = check_advantages(zoo, data)
-    trl = trl_loss_and_grad(data, adv, loss_type="grpo", level="sequence", eps_low=3e-4, eps_high=4e-4, beta=beta)
+    trl = trl_loss_and_grad(data, adv, loss_type="grpo", level="sequence", eps_low=3e-4, eps_high=4e-4, beta=kl_coef)
     assert_parity(zoo, trl, data.mask)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_gmpo_matches_trl_experimental_gmpo(seed):
     data = make_data(seed, noise=0.5)  # some token log-ratios beyond ±0.4
-    cfg = get_algorithm("gmpo").Config(std_eps=TRL_STD_EPS, beta=0.04)
+    cfg = get_algorithm("gmpo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04)
     zoo = zoo_loss_and_grad("gmpo", cfg, data)
     adv = check_advantages(zoo, data)
     trl = trl_loss_and_grad(data, adv, trainer=GMPOTrainer, eps_low=0.4, eps_high=0.4, beta=0.04)
