@@ -163,6 +163,7 @@ register(Algorithm(
     # The KL̄ of the trust region is an `ops.aggregate` over the whole minibatch: microbatch parts add up.
     metric_reductions={"ppo_kl": "sum"},
     estimator_fields=("lam", "correct_threshold", "max_length", "length_component"),
+    plain_advantage=False,
     exemptions={
         "microbatch": "the trust-region coefficient β_KL·[KL̄ − δ]₊ uses the KL(π_old‖π_θ) "
                       "averaged over the whole minibatch, which a microbatch cannot see",

@@ -114,6 +114,10 @@ class Algorithm:
     reference moves with the iterate sequence (APO's Nesterov extrapolation).
     When set, the trainer keeps the previous reference iterate too (both equal
     the initial policy until the first `--ref-refresh-every` refresh)."""
+    plain_advantage: bool = True
+    """`advantages` returns the plain [B, T] advantage and `loss` reads only
+    that (so estimator and loss can be paired with others'); False for
+    algorithms whose targets are a dict."""
     pairwise: bool = False
     """Rows come in preference pairs (group_size = 2 after `prepare`); runs
     need at least 2 samples per prompt."""
@@ -239,6 +243,11 @@ def _load_all() -> None:
     _LOADED = True
 
 
+def registered(name: str) -> Algorithm:
+    """The record as registered (an estimator-only paper's without its loss)."""
+    return _lookup(name)
+
+
 def _lookup(name: str) -> Algorithm:
     _load_all()
     key = name.strip().lower().replace("-", "_")
@@ -262,10 +271,13 @@ def get_algorithm(name: str, advantage: str | None = None) -> Algorithm:
     """The algorithm called `name` (an estimator-only paper comes paired with
     its default loss); with `advantage`, its loss paired with that
     algorithm's estimator. An unknown name lists the close matches."""
-    algorithm = _resolve(_lookup(name))
+    record = _lookup(name)
     if advantage is None:
-        return algorithm
-    return compose(algorithm, _lookup(advantage))
+        return _resolve(record)
+    if record.loss is None:  # an estimator-only paper: its paper's loss, with the other estimator
+        return compose(_lookup(record.default_loss), _lookup(advantage), loss_defaults=record.loss_defaults,
+                       name=f"{record.name}+{advantage}")
+    return compose(record, _lookup(advantage))
 
 
 def list_algorithms(family: str | None = None) -> list[Algorithm]:
@@ -309,9 +321,14 @@ def compose(loss_algo: Algorithm, estimator: Algorithm, *, loss_defaults: Mappin
     est_names = _estimator_field_names(estimator)
     est_fields = {f.name: f for f in dataclasses.fields(estimator.Config) if f.name in est_names}
     loss_fields = {f.name: f for f in dataclasses.fields(loss_algo.Config) if f.name not in loss_algo.estimator_fields}
-    clash = sorted(set(est_fields) & set(loss_fields))
-    if clash:
-        raise ValueError(f"{estimator.name}'s estimator and {loss_algo.name}'s loss both have the fields {clash}")
+    if not (loss_algo.plain_advantage and estimator.plain_advantage):
+        odd = loss_algo.name if not loss_algo.plain_advantage else estimator.name
+        raise ValueError(f"{odd}'s targets are not a plain [B, T] advantage; it runs with its own estimator and loss only")
+    # A field both halves have (e.g. std_eps) is one setting that both read.
+    shared = set(est_fields) & set(loss_fields)
+    for fname in sorted(shared):
+        if hints_est[fname] != hints_loss[fname]:
+            raise ValueError(f"{estimator.name} and {loss_algo.name} both have a field {fname!r} of different types")
     loss_defaults = dict(loss_defaults or {})
     unknown = sorted(set(loss_defaults) - set(loss_fields))
     if unknown:
@@ -327,7 +344,8 @@ def compose(loss_algo: Algorithm, estimator: Algorithm, *, loss_defaults: Mappin
         return (fname, tp, default)
 
     specs = [field_spec(n, f, hints_est[n]) for n, f in est_fields.items()]
-    specs += [field_spec(n, f, hints_loss[n], loss_defaults.get(n, dataclasses.MISSING)) for n, f in loss_fields.items()]
+    specs += [field_spec(n, f, hints_loss[n], loss_defaults.get(n, dataclasses.MISSING))
+              for n, f in loss_fields.items() if n not in shared]
     label = name or f"{loss_algo.name}+{estimator.name}"
 
     def loss_config(cfg):

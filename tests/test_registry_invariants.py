@@ -165,7 +165,7 @@ def test_microbatch_accumulation(algo, pieces):
 
     for i, micro in enumerate(rollout.microbatches(pieces)):
         sl = slice(i * rows, (i + 1) * rows)
-        loss_i, _, grads_i = piece_fn(jax.tree.map(lambda x: x[sl], stats), micro, adv[sl])
+        loss_i, _, grads_i = piece_fn(jax.tree.map(lambda x: x[sl], stats), micro, jax.tree.map(lambda x: x[sl], adv))
         total += loss_i
         parts.append(grads_i)
     accumulated = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)

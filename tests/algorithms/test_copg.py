@@ -1,6 +1,7 @@
 """CoPG's invariants (Flet-Berliac et al. 2024, arXiv:2406.19185)."""
 
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import compiled, loss_and_grad, random_batch
+from rlzoo.testing import compiled, random_batch
 
 COPG = get_algorithm("copg")
 RLOO = get_algorithm("rloo")

@@ -1,14 +1,14 @@
 """DNO's invariants (Rosset et al. 2024, arXiv:2404.03715)."""
 
 import functools
-import jax
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import compiled, loss_and_grad, random_batch
+from rlzoo.testing import compiled, random_batch
 
 DNO = get_algorithm("dno")
 DPO = get_algorithm("dpo")

@@ -1,6 +1,7 @@
 """INPO's invariants (Zhang et al. 2024, arXiv:2407.00617)."""
 
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
 from rlzoo.rollout import PolicyStats
-from rlzoo.testing import compiled, loss_and_grad, random_batch
+from rlzoo.testing import compiled, random_batch
 
 INPO = get_algorithm("inpo")
 B, T = 8, 10

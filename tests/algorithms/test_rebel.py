@@ -3,14 +3,13 @@
 import functools
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import compiled, loss_and_grad, on_policy, random_batch
+from rlzoo.testing import compiled, on_policy, random_batch
 
 REBEL = get_algorithm("rebel")
 RLOO = get_algorithm("rloo")

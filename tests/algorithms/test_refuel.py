@@ -1,14 +1,14 @@
 """REFUEL's invariants (Gao et al. 2024, arXiv:2410.04612)."""
 
 import functools
-import jax
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import compiled, loss_and_grad, random_batch
+from rlzoo.testing import compiled, random_batch
 
 REFUEL = get_algorithm("refuel")
 REBEL = get_algorithm("rebel")

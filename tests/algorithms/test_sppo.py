@@ -1,7 +1,7 @@
 """SPPO's invariants (Wu et al. 2024, arXiv:2405.00675)."""
 
 import functools
-import jax
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
