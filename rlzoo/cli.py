@@ -108,6 +108,8 @@ def _cmd_train(argv: list[str], command: str) -> int:
                                   task_options=_task_options(args.task_option))
     if run.data_dir is not None and not pathlib.Path(run.data_dir).is_dir():
         raise FileNotFoundError(f"--data-dir {run.data_dir} does not exist")
+    if run.preference_data is not None and not pathlib.Path(run.preference_data).is_file():
+        raise FileNotFoundError(f"--preference-data {run.preference_data} is not a file")
     if command == "sft":
         trainer = Trainer(dataclasses.replace(run, steps=0, eval_every=0), None)
         trainer.warm_start()

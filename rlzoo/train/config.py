@@ -33,6 +33,12 @@ class RunConfig:
     """Prompts sampled per step; rows per step = prompts_per_step · samples_per_prompt."""
     samples_per_prompt: int = 8
     """K: completions per prompt (the group size)."""
+    preference_data: str | None = None
+    """Offline preference pairs (a JSON-lines file of {"prompt", "chosen",
+    "rejected"}) to train a pairwise algorithm on instead of sampled groups;
+    each step takes --prompts-per-step pairs."""
+    preference_max_length: int = 256
+    """Token budget of prompt + response for --preference-data pairs."""
     max_new_tokens: int = 8
     """Generation budget per completion."""
     temperature: float = 1.0
@@ -97,7 +103,7 @@ class RunConfig:
     """Multi-host: this process's index in [0, num_processes)."""
 
     def __post_init__(self):
-        for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "epochs",
+        for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "preference_max_length", "epochs",
                      "minibatches", "microbatches", "eval_size", "sft_batch", "max_sampling_rounds"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "steps" else 1):

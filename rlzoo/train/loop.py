@@ -34,7 +34,7 @@ from flax import nnx
 
 from rlzoo import ops
 from rlzoo.checkpoint import Checkpointer
-from rlzoo.experience import filtering, forwards as fwd, handoff, prompts, scoring, segments
+from rlzoo.experience import filtering, forwards as fwd, handoff, offline, prompts, scoring, segments
 from rlzoo.experience.generation import SamplingSettings, generate
 from rlzoo.metrics import MetricsWriter, plot_run
 from rlzoo.registry import Algorithm, get_algorithm
@@ -85,6 +85,12 @@ class Trainer:
         ))
         self._reset_reference(params)
         self._sentence_ends = None
+        self.pairs = None
+        if run.preference_data is not None:
+            if not self.algo.pairwise:
+                raise ValueError(f"--preference-data needs a pairwise algorithm; {self.algo.name} is not")
+            self.pairs = offline.load_pairs(run.preference_data, self.tokenizer, run.preference_max_length)
+            offline.step_pairs(self.pairs, run.seed, 0, run.prompts_per_step)  # too few pairs: an error now
         self._compile()
 
     def _compile(self) -> None:
@@ -124,6 +130,8 @@ class Trainer:
     def collect(self, step: int, key: jax.Array) -> tuple[Rollout, int, int]:
         """(scored rollout of prompts_per_step groups, sampled tokens, sampling rounds)."""
         run, sampled = self.run, []
+        if self.pairs is not None:
+            return offline.step_pairs(self.pairs, run.seed, step, run.prompts_per_step), 0, 1
 
         def batches():
             for round_, examples in enumerate(prompts.prompt_batches(self.task, run.seed, step, run.prompts_per_step)):
@@ -304,7 +312,7 @@ def step_metrics(rollout: Rollout, targets, update_metrics, sampled_tokens, t_sa
     """The per-step record: rewards, lengths, entropy, advantages, kept rows, speed, loss metrics."""
     mask = np.asarray(ops.weighted_mask(rollout)) > 0
     rewards = np.asarray(rollout.rewards)
-    components = np.asarray(rollout.reward_components)
+    components = np.asarray(rollout.reward_components if rollout.reward_components is not None else rollout.rewards[:, None])
     adv = logged_advantage(targets)
     adv_on = np.asarray(adv)[mask] if adv is not None and mask.any() else np.zeros(1)
     updates = {k: float(np.mean([float(m[k]) for m in update_metrics])) for k in update_metrics[-1]}
@@ -313,7 +321,7 @@ def step_metrics(rollout: Rollout, targets, update_metrics, sampled_tokens, t_sa
         "accuracy": float(components[:, 0].mean()),
         "response_length": float(np.asarray(rollout.loss_mask).sum(1).mean()),
         # Entropy of the sampling distribution on the trained tokens (the sampler records it).
-        "entropy": float(np.asarray(rollout.sample_entropy)[mask].mean()) if mask.any() else 0.0,
+        "entropy": float(np.asarray(rollout.sample_entropy)[mask].mean()) if mask.any() and rollout.sample_entropy is not None else 0.0,
         "adv_mean": float(adv_on.mean()), "adv_std": float(adv_on.std()), "adv_abs_max": float(np.abs(adv_on).max()),
         "kept_rows": float(np.asarray(rollout.sample_weight).sum()),
         "tokens_per_s": sampled_tokens / max(t_sample, 1e-9),
