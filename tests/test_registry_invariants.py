@@ -155,9 +155,11 @@ def test_microbatch_accumulation(algo, pieces):
     rollout, stats = batch_for(algo, seed=7)
     state = algo.init_state(cfg)
     adv, state = algo.advantages(rollout, cfg, state)
-    loss, _, grads = jitted(algo)(stats, rollout)
+    loss, metrics, grads = jitted(algo)(stats, rollout)
     rows = BATCH // pieces
     total, parts = 0.0, []
+    # Metrics the record declares "sum" are whole-minibatch-normalised: they add up too.
+    summed = {k: 0.0 for k in metrics if algo.reduction(k) == "sum"}
 
     @jax.jit
     def piece_fn(stats_i, rollout_i, adv_i):
@@ -165,11 +167,14 @@ def test_microbatch_accumulation(algo, pieces):
 
     for i, micro in enumerate(rollout.microbatches(pieces)):
         sl = slice(i * rows, (i + 1) * rows)
-        loss_i, _, grads_i = piece_fn(jax.tree.map(lambda x: x[sl], stats), micro, jax.tree.map(lambda x: x[sl], adv))
+        loss_i, metrics_i, grads_i = piece_fn(jax.tree.map(lambda x: x[sl], stats), micro, jax.tree.map(lambda x: x[sl], adv))
         total += loss_i
+        summed = {k: v + metrics_i[k] for k, v in summed.items()}
         parts.append(grads_i)
     accumulated = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
     np.testing.assert_allclose(total, loss, rtol=1e-5, atol=1e-6)
+    for name, value in summed.items():
+        np.testing.assert_allclose(value, metrics[name], rtol=1e-5, atol=1e-6, err_msg=f"{algo.name}: {name} is declared 'sum'")
     assert_close(accumulated, grads)
 
 
