@@ -140,6 +140,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
+    plain_advantage=False,
     init_state=init_state,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

@@ -103,6 +103,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
+    plain_advantage=False,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,
     prepare=pair_groups,

@@ -114,6 +114,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
+    plain_advantage=False,
     pairwise=True,
     prepare=pair_groups,
     metric_reductions={"kept_pairs": "sum"},

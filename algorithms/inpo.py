@@ -91,6 +91,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
+    plain_advantage=False,
     needs=lambda cfg: frozenset({"ref_logprobs"} if cfg.tau else set()),
     pairwise=True,
     prepare=pair_groups,

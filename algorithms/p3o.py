@@ -80,19 +80,11 @@ class Config(pieces.RatioClip, pieces.KLPenalty, pieces.Pairing):
     log π_ref, the paper's sequence KL of Algorithm 1)."""
 
 
-def _kl_reward_penalty(rollout, cfg: Config):
-    """[B, T]: −β_KL·KL̂_t(π_old ‖ π_ref) on trained tokens (`ops.kl_reward_penalty` for k1)."""
-    if cfg.kl_estimator == "k1" or not cfg.kl_coef:
-        return ops.kl_reward_penalty(rollout, cfg.kl_coef)
-    kl = ops.kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, cfg.kl_estimator)
-    return jnp.where(rollout.loss_mask, -cfg.kl_coef * kl, 0.0)
-
-
 def advantages(rollout, cfg: Config, state):
     """{"advantages": r' = r − β_KL Σ_t (log π_old − log π_ref) centred within
     the group (for K = 2: A = ±(r'₁ − r'₂)/2) on each row's tokens,
     "row_targets": [B] the same per row (0 for a row with no trained token)}."""
-    rewards = rollout.rewards + _kl_reward_penalty(rollout, cfg).sum(axis=1)
+    rewards = rollout.rewards + ops.kl_reward_penalty(rollout, cfg.kl_coef, cfg.kl_estimator).sum(axis=1)
     centred = ops.broadcast_to_tokens(ops.group_centre(rewards, rollout.group_size), rollout)
     return {"advantages": centred, "row_targets": ops.row_values(centred, rollout)}, state
 
@@ -134,6 +126,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
+    plain_advantage=False,
     pairwise=True,
     prepare=pair_groups,
 ))

@@ -29,9 +29,10 @@ with margin 0. l stays in [0, 1] (a convex combination).
 Implementation: the labels live in the state, a table indexed by
 `prompt_ids` (one pair per prompt id, as `rlzoo.preference_data` assigns; ids
 are taken modulo `num_labels`). `advantages` reads the batch's labels l_t
-into the targets (`row_targets`: l on both rows of the pair) for the loss, and writes
-l_{t+1} from σ(z) under `behaviour_logprobs` (the policy at the start of the
-step) — once per minibatch, so accumulation stays exact.
+into the targets for the loss (`row_targets`: l on both rows of the pair;
+the logged advantage is sign · l on each row's tokens), and writes l_{t+1}
+from σ(z) under `behaviour_logprobs` (the policy at the start of the step) —
+once per minibatch, so accumulation stays exact.
 
 Verified against: only the paper's abstract (arXiv:2412.09544 and
 sciencestack.ai's TL;DR) and the summary at https://papers.lunadong.com/paper/15795,
@@ -121,6 +122,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
+    plain_advantage=False,
     init_state=init_state,
     needs=frozenset({"prompt_ids"}),
     pairwise=True,

@@ -65,21 +65,13 @@ class Config(pieces.PolicyLoss, pieces.DualClip):
     """ε_V: clip of the value prediction around V_old (None: unclipped)."""
 
 
-def _kl_reward_penalty(rollout, cfg: Config):
-    """[B, T]: −β_KL·KL̂_t(π_old ‖ π_ref) on trained tokens (`ops.kl_reward_penalty` for k1)."""
-    if cfg.kl_estimator == "k1" or not cfg.kl_coef:
-        return ops.kl_reward_penalty(rollout, cfg.kl_coef)
-    kl = ops.kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, cfg.kl_estimator)
-    return jnp.where(rollout.loss_mask, -cfg.kl_coef * kl, 0.0)
-
-
 def advantages(rollout, cfg: Config, state):
     """{"advantages": GAE over trained tokens, whitened over the batch,
     "returns": the value targets R_t = A_t + V_old(t) (before whitening)}."""
     rewards = rollout.token_rewards
     if rewards is None:
         rewards = ops.outcome_token_rewards(rollout)
-    rewards = rewards + _kl_reward_penalty(rollout, cfg)
+    rewards = rewards + ops.kl_reward_penalty(rollout, cfg.kl_coef, cfg.kl_estimator)
     values = rollout.old_values if rollout.old_values is not None else jnp.zeros_like(rewards)
     adv, returns = ops.gae(rewards, values, rollout.loss_mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:

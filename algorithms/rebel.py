@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 
 from rlzoo import ops, pieces
 from rlzoo.experience.prepare import pair_groups
@@ -57,14 +56,6 @@ class Config(pieces.KLPenalty, pieces.Pairing):
     """Estimator of the per-token reward KL at π_t (k1 = log π_t − log π_ref, the official code's)."""
 
 
-def _kl_reward_penalty(rollout, cfg: Config):
-    """[B, T]: −β_KL·KL̂_t(π_t ‖ π_ref) on trained tokens (`ops.kl_reward_penalty` for k1)."""
-    if cfg.kl_estimator == "k1" or not cfg.kl_coef:
-        return ops.kl_reward_penalty(rollout, cfg.kl_coef)
-    kl = ops.kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, cfg.kl_estimator)
-    return jnp.where(rollout.loss_mask, -cfg.kl_coef * kl, 0.0)
-
-
 def advantages(rollout, cfg: Config, state):
     """{"advantages": r' = r − β_KL Σ_t (log π_t − log π_ref) centred within the
     group, on each row's tokens, "row_targets": [B] the same per row (0 for a
@@ -72,7 +63,7 @@ def advantages(rollout, cfg: Config, state):
 
     Centring keeps every pairwise difference r'_i − r'_j, which is all the
     loss reads; for K = 2 the rows get ±(r'_1 − r'_2)/2."""
-    rewards = rollout.rewards + _kl_reward_penalty(rollout, cfg).sum(axis=1)
+    rewards = rollout.rewards + ops.kl_reward_penalty(rollout, cfg.kl_coef, cfg.kl_estimator).sum(axis=1)
     centred = ops.broadcast_to_tokens(ops.group_centre(rewards, rollout.group_size), rollout)
     return {"advantages": centred, "row_targets": ops.row_values(centred, rollout)}, state
 
@@ -89,6 +80,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
+    plain_advantage=False,
     pairwise=True,
     prepare=pair_groups,
 ))

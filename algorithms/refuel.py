@@ -85,6 +85,7 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
+    plain_advantage=False,
     needs=lambda cfg: frozenset({"token_rewards"} if cfg.q_estimate == "reward-to-go" else set()),
     pairwise=True,
     prepare=pair_groups,

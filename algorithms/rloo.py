@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 
 from rlzoo import ops, pieces
 from rlzoo.registry import Algorithm, register
@@ -41,17 +40,9 @@ class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
     """Per-response token sum: the response is one action (the paper's sequence-level view)."""
 
 
-def _kl_reward_penalty(rollout, cfg: Config):
-    """[B, T]: −β·KL̂_t(π_old ‖ π_ref) on trained tokens (`ops.kl_reward_penalty` for k1)."""
-    if cfg.kl_estimator == "k1" or not cfg.kl_coef:
-        return ops.kl_reward_penalty(rollout, cfg.kl_coef)
-    kl = ops.kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, cfg.kl_estimator)
-    return jnp.where(rollout.loss_mask, -cfg.kl_coef * kl, 0.0)
-
-
 def advantages(rollout, cfg: Config, state):
     """A_i = R'_i − mean of the other K − 1 rewards of the group."""
-    rewards = rollout.rewards + _kl_reward_penalty(rollout, cfg).sum(axis=1)
+    rewards = rollout.rewards + ops.kl_reward_penalty(rollout, cfg.kl_coef, cfg.kl_estimator).sum(axis=1)
     adv = rewards - ops.leave_one_out_baseline(rewards, rollout.group_size)
     return ops.broadcast_to_tokens(adv, rollout), state
 

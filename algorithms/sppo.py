@@ -91,4 +91,5 @@ register(Algorithm(
     Config=Config,
     advantages=advantages,
     loss=loss,
+    plain_advantage=False,
 ))

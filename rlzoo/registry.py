@@ -209,11 +209,6 @@ class UnknownAlgorithmError(LookupError):
     """Raised for a name that is not in the registry; the message lists close matches."""
 
 
-def regulariser_needs(*, kl_coef: float = 0.0, entropy_coef: float = 0.0) -> frozenset[str]:
-    """TRANSITIONAL (removed once every Config uses rlzoo.pieces)."""
-    return frozenset(({"ref_logprobs"} if kl_coef else set()) | ({"entropy"} if entropy_coef else set()))
-
-
 _REGISTRY: dict[str, Algorithm] = {}
 """Records as registered (estimator-only records with loss None)."""
 _RESOLVED: dict[str, Algorithm] = {}

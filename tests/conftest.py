@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 _CACHE = pathlib.Path(os.environ.get("RLZOO_TEST_CACHE", pathlib.Path(__file__).parent.parent / ".jax_cache"))
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Implicit rank promotion ([B] * [B, T]) is a classic silent shape bug: make it an error in tests.
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 settings.register_profile(
     "default", max_examples=15, deadline=None, derandomize=True,

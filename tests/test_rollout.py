@@ -104,7 +104,7 @@ def test_concat_rows_keeps_rows_and_pads_untrained_positions(seed, t1, t2):
                 assert not np.any(theirs[:, mine.shape[1]:]), name
     # Token-mean GRPO over the joined batch = the token-weighted mean of the parts' losses.
     algo = get_algorithm("grpo")
-    cfg = algo.Config(aggregation="token-mean", beta=0.0)
+    cfg = algo.Config(aggregation="token-mean", kl_coef=0.0)
     t = max(t1, t2)
     pad = lambda x: jnp.pad(x, [(0, 0), (0, t - x.shape[1])])  # noqa: E731
     stats = stats_a.replace(logprobs=jnp.concatenate([pad(stats_a.logprobs), pad(stats_b.logprobs)]),

@@ -183,18 +183,10 @@ def pair_sign_advantage(rollout: Rollout) -> Array:
 def pair_advantage(per_pair: Array, sign: Array, rollout: Rollout) -> Array:
     """[B, T]: sign · v_pair on each row's trained tokens, the advantage a
     pairwise method hands its loss when a per-pair value v ≥ 0 (a filter
-    weight, a soft label) is computed outside the gradient. Read back with
-    `pair_advantage_values`."""
+    weight, a soft label) is computed outside the gradient."""
     chex.assert_rank([per_pair, sign], 1)
     chex.assert_shape(sign, (2 * per_pair.shape[0],))
     return broadcast_to_tokens(sign * jnp.repeat(per_pair, 2), rollout)
-
-
-def pair_advantage_values(adv: Array, rollout: Rollout) -> Array:
-    """[G]: the per-pair value stored by `pair_advantage` (the larger |value|
-    of the pair's two rows; 0 for a tie or a pair with no trained token, whose
-    loss does not depend on it)."""
-    return jnp.max(group_view(jnp.abs(row_values(adv, rollout)), 2), axis=1)
 
 
 def pair_uniform(seed: Array | int, rollout: Rollout) -> Array:

@@ -257,13 +257,17 @@ def outcome_token_rewards(rollout: Rollout) -> Array:
     return jnp.where(positions[None, :] == last[:, None], rollout.rewards[:, None], 0.0)
 
 
-def kl_reward_penalty(rollout: Rollout, kl_coef: float) -> Array:
-    """[B, T]: −β (log π_old − log π_ref) on trained tokens, the per-token KL
-    penalty that RLHF-style PPO and RLOO add to the reward (k1 estimate at the
-    behaviour policy; outside the gradient)."""
+def kl_reward_penalty(rollout: Rollout, kl_coef: float, estimator: KLEstimator = "k1") -> Array:
+    """[B, T]: −β KL̂_t(π_old ‖ π_ref) on trained tokens, the per-token KL
+    penalty that RLHF-style PPO, RLOO and REBEL add to the reward (estimated
+    at the behaviour policy; outside the gradient). k1 is the plain log-ratio
+    log π_old − log π_ref; k2 / k3 use `kl_estimate`."""
     if not kl_coef:
         return jnp.zeros(rollout.loss_mask.shape, jnp.float32)
-    penalty = -kl_coef * (rollout.behaviour_logprobs - rollout.ref_logprobs)
+    if estimator == "k1":
+        penalty = -kl_coef * (rollout.behaviour_logprobs - rollout.ref_logprobs)
+    else:
+        penalty = -kl_coef * kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, estimator)
     return jnp.where(rollout.loss_mask, penalty, 0.0)
 
 

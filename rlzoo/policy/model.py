@@ -267,7 +267,7 @@ Rope = tuple[Array, Array]
 
 def rope_angles(positions: Array, inv_freq: np.ndarray) -> Rope:
     """(cos, sin) of p θ_i for integer `positions` [B, T] (computed once per forward)."""
-    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, d/2]
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]  # [B, T, d/2]
     return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
 
 
