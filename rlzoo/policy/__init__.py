@@ -8,15 +8,8 @@ chunked token statistics, and Hugging Face / GGUF checkpoint I/O.
     model, cfg, tokenizer = load_smollm2()
 """
 
-from rlzoo.policy.checkpoint import (
-    CheckpointError,
-    config_from_hf,
-    config_to_hf,
-    load_gguf,
-    load_hf,
-    load_smollm2,
-    save_hf,
-)
+from rlzoo.policy.checkpoint import CheckpointError, config_from_hf, config_to_hf, load_hf, save_hf
+from rlzoo.policy.gguf import load_gguf, load_smollm2
 from rlzoo.policy.model import (
     PRESETS,
     ModelConfig,

@@ -211,6 +211,12 @@ def _param(value: Array, spec: Sequence[str | None]) -> nnx.Param:
     return nnx.Param(value, out_sharding=tuple(spec), eager_sharding=False)
 
 
+def _along_last_axis(vector: Array, ndim: int) -> Array:
+    """A [d] vector shaped [1, ..., 1, d] for an ndim-rank operand (explicit
+    broadcasting: the tests forbid implicit rank promotion)."""
+    return vector.reshape((1,) * (ndim - 1) + vector.shape)
+
+
 class Dense(nnx.Module):
     """y = x W (+ b), W of shape [d_in, d_out] (transposed w.r.t. PyTorch)."""
 
@@ -225,7 +231,7 @@ class Dense(nnx.Module):
     def __call__(self, x: Array) -> Array:
         y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
         if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
+            y = y + _along_last_axis(self.bias[...].astype(self.dtype), y.ndim)
         return y
 
 
@@ -240,7 +246,7 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: Array) -> Array:
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-        return normed.astype(self.dtype) * self.scale[...].astype(self.dtype)
+        return normed.astype(self.dtype) * _along_last_axis(self.scale[...].astype(self.dtype), x.ndim)
 
 
 def rope_frequencies(cfg: ModelConfig) -> np.ndarray:
@@ -541,7 +547,7 @@ class _ValueHead(nnx.Module):
 
     def __call__(self, h: Array) -> Array:
         v = jnp.dot(h.astype(jnp.float32), self.kernel[...], preferred_element_type=jnp.float32)
-        return (v + self.bias[...])[..., 0]
+        return (v + _along_last_axis(self.bias[...], v.ndim))[..., 0]
 
 
 # --------------------------------------------------------------------------
