@@ -48,11 +48,6 @@ class Config(pieces.Pairing):
     """ε: assumed label-flip probability (0 in TRL's default)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def sorted_margin_differences(policy_margin, ref_margin, valid):
     """[G]: ρ_(k) − ρ^ref_(k) for the k-th smallest of each over the valid
     pairs (first n = Σ valid entries), 0 for k ≥ n. Invalid pairs sort last."""
@@ -87,7 +82,7 @@ register(Algorithm(
     family="preference",
     paper="Distributional Preference Alignment of LLMs via Optimal Transport (Melnyk et al., 2024, arXiv:2406.05882)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

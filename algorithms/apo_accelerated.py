@@ -60,11 +60,6 @@ def extrapolated_logprobs(latest, previous, alpha: float):
     return (1.0 + alpha) * latest - alpha * previous
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of −log σ(βΔ), Δ against the extrapolated reference in `ref_logprobs`."""
     scores = ops.pair_scores(stats, rollout)
@@ -77,7 +72,7 @@ register(Algorithm(
     family="preference",
     paper="Accelerated Preference Optimization for Large Language Model Alignment (He et al., 2024, arXiv:2410.06293)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     reference_logprobs=lambda latest, previous, cfg: extrapolated_logprobs(latest, previous, cfg.alpha),

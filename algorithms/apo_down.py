@@ -35,11 +35,6 @@ class Config(pieces.Pairing):
     """β: inverse temperature of the implicit reward (TRL default 0.1)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of σ(r_w) + (1 − σ(r_w − r_l))."""
     scores = ops.pair_scores(stats, rollout)
@@ -52,7 +47,7 @@ register(Algorithm(
     family="preference",
     paper="Anchored Preference Optimization and Contrastive Revisions (D'Oosterlinck et al., 2024, arXiv:2408.06266)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

@@ -74,14 +74,6 @@ class Config(pieces.Pairing):
     """β > 0: KL-to-reference coefficient of the regularised objective [inferred default]."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """{"advantages": the rewards centred within the group, on each row's
-    tokens (what the trainer logs), "row_targets": [B] the same per row (0
-    for a row with no trained token)}; the loss reads only their differences."""
-    centred = ops.broadcast_to_tokens(ops.group_centre(rollout.rewards, rollout.group_size), rollout)
-    return {"advantages": centred, "row_targets": ops.row_values(centred, rollout)}, state
-
-
 def loss(stats, rollout, targets, cfg: Config, state):
     """Mean over pairs of (ΔR − βΔh)² = (R^π_β(y) − R^π_β(y'))²."""
     log_ratio = ops.sequence_sum(stats.logprobs - rollout.ref_logprobs, rollout.loss_mask)
@@ -101,7 +93,7 @@ register(Algorithm(
     family="self-play",
     paper="Contrastive Policy Gradient: Aligning LLMs on sequence-level scores in a supervised-friendly fashion (Flet-Berliac et al., 2024, arXiv:2406.19185)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.centred_reward_targets,
     loss=loss,
     plain_advantage=False,
     needs=frozenset({"ref_logprobs"}),

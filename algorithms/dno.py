@@ -81,14 +81,6 @@ class Config(pieces.Pairing):
     """Hard labels only: pairs with |r_i − r_j| ≤ min_margin are dropped (large-margin filter)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """{"advantages": the rewards centred within the group, on each row's
-    tokens (what the trainer logs), "row_targets": [B] the same per row (0
-    for a row with no trained token)}; the loss reads only their differences."""
-    centred = ops.broadcast_to_tokens(ops.group_centre(rollout.rewards, rollout.group_size), rollout)
-    return {"advantages": centred, "row_targets": ops.row_values(centred, rollout)}, state
-
-
 def loss(stats, rollout, targets, cfg: Config, state):
     """Logistic loss of z_θ over the pairs of each group."""
     log_ratio, metrics = ops.behaviour_sequence_log_ratio(stats, rollout)
@@ -112,7 +104,7 @@ register(Algorithm(
     family="self-play",
     paper="Direct Nash Optimization: Teaching Language Models to Self-Improve with General Preferences (Rosset et al., 2024, arXiv:2404.03715)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.centred_reward_targets,
     loss=loss,
     plain_advantage=False,
     pairwise=True,

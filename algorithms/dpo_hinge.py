@@ -39,11 +39,6 @@ class Config(pieces.Pairing):
     """β: scale of the margin; pairs with βΔ ≥ 1 are satisfied (TRL default 0.1)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of max(0, 1 − βΔ)."""
     scores = ops.pair_scores(stats, rollout)
@@ -56,7 +51,7 @@ register(Algorithm(
     family="preference",
     paper="Statistical Rejection Sampling Improves Preference Optimization (Liu et al., 2023, arXiv:2309.06657); SLiC-HF (Zhao et al., 2023, arXiv:2305.10425)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

@@ -48,29 +48,21 @@ import dataclasses
 import jax.numpy as jnp
 
 from rlzoo import ops, pieces
+from rlzoo.algorithms import dppo_kl
 from rlzoo.registry import Algorithm, register
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pieces.GroupStd, pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
+class Config(dppo_kl.Config):
+    """The sibling's settings; δ bounds the probability gap |p − p_old| here."""
+
     delta_low: float = pieces.setting(0.15, ge=0.0)
     """δ_low: a token with Â ≤ 0 is blocked once p − p_old < −δ_low."""
     delta_high: float = pieces.setting(0.15, ge=0.0)
     """δ_high: a token with Â > 0 is blocked once p − p_old > δ_high."""
-    is_cap: float | None = pieces.setting(None, gt=0.0)
-    """C: truncated-IS cap on the (stop-gradient) ratio weight (None: no cap;
-    verl's fallback is 20, the paper's script 10000)."""
-    scale_rewards: bool = False
-    """Divide group-centred rewards by the group std (the paper's script does not)."""
-    aggregation: ops.Aggregation = "seq-mean-token-sum-norm"
-    """Aggregation of the per-token loss (the paper's script)."""
-    norm_len: int | None = pieces.setting(None, ge=1)
-    """Constant of seq-mean-token-sum-norm (None: the rollout length T)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """Â_i = R_i − mean_g R (÷ std_g R with scale_rewards), on row i's tokens."""
-    return ops.group_advantage(rollout, scale=cfg.scale_rewards, eps=cfg.std_eps), state
+advantages = dppo_kl.advantages  # the same group-centred advantages
 
 
 def loss(stats, rollout, adv, cfg: Config, state):

@@ -42,11 +42,6 @@ class Config(pieces.Pairing):
     """ε ∈ (0, 1): target probability of the rejected response (paper: 1e-3)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of KL((σ(βΔ), σ(−βΔ)) ‖ (1 − ε, ε))."""
     scores = ops.pair_scores(stats, rollout)
@@ -63,7 +58,7 @@ register(Algorithm(
     family="preference",
     paper="Towards Efficient Exact Optimization of Language Model Alignment (Ji et al., 2024, arXiv:2402.00856)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

@@ -31,25 +31,14 @@ sg[log s_i] + log π − sg[log π]).
 
 from __future__ import annotations
 
-import dataclasses
-
-from rlzoo import ops, pieces
+from rlzoo import ops
+from rlzoo.algorithms import gspo
 from rlzoo.registry import Algorithm, register
 
 
-@dataclasses.dataclass(frozen=True)
-class Config(pieces.RatioClip, pieces.KLPenalty, pieces.EntropyBonus, pieces.GroupStd):
-    clip_eps_low: float = pieces.setting(3e-4, ge=0.0)
-    """ε_low: s_{i,t} is clipped below at 1 − ε_low (GSPO's 3e-4, section 5.1)."""
-    clip_eps_high: float | None = pieces.setting(4e-4, ge=0.0)
-    """ε_high: s_{i,t} is clipped above at 1 + ε_high (GSPO's 4e-4, section 5.1)."""
-    std_ddof: int = pieces.setting(1, ge=0)
-    """Delta degrees of freedom of the group std."""
-
-
-def advantages(rollout, cfg: Config, state):
-    """Â_{i,t} = Â_i: GRPO's group z-score (any per-token advantage works with this loss)."""
-    return ops.group_advantage(rollout, eps=cfg.std_eps, ddof=cfg.std_ddof), state
+# The sequence-level paper's settings and advantages; only the loss is new here.
+Config = gspo.Config
+advantages = gspo.advantages
 
 
 def loss(stats, rollout, adv, cfg: Config, state):

@@ -49,11 +49,6 @@ class Config(pieces.Pairing):
     experiments) instead of summing it (eq. 17 as printed)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (IPO has no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of (Δ − 1/(2τ))²."""
     scores = ops.pair_scores(stats, rollout, length_normalise=cfg.length_normalise)
@@ -66,7 +61,7 @@ register(Algorithm(
     family="preference",
     paper="A General Theoretical Paradigm to Understand Learning from Human Preferences (Azar et al., 2023, arXiv:2310.12036)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

@@ -70,11 +70,6 @@ def pair_weight(margin, cfg: Config):
     return jnp.where(margin > -cfg.tau, ratio, 1.0)
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of −w(h_φ) log σ(βΔ)."""
     scores = ops.pair_scores(stats, rollout)
@@ -92,7 +87,7 @@ register(Algorithm(
     family="preference",
     paper="Margin Adaptive DPO: Leveraging Reward Model for Granular Control in Preference Optimization (Rho, 2025, arXiv:2510.05342)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=lambda cfg: frozenset(
         {"ref_logprobs"} | ({"reward_components"} if cfg.margin_component is not None else set())

@@ -47,11 +47,6 @@ class Config(pieces.Pairing):
     """w_j of the C reward components (None: (1 − w_k)/C each)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def component_margin(rollout, cfg: Config, sign):
     """[G]: Σ_j w_j (r_j(y_w) − r_j(y_l)) over the reward components."""
     components = rollout.reward_components.astype(jnp.float32)
@@ -83,7 +78,7 @@ register(Algorithm(
     family="preference",
     paper="Beyond One-Preference-Fits-All Alignment: Multi-Objective Direct Preference Optimization (Zhou et al., 2023, arXiv:2310.03708)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs", "reward_components"}),
     pairwise=True,

@@ -38,11 +38,6 @@ class Config(pieces.Pairing):
     """β: inverse temperature of the implicit reward (TRL default 0.1)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of −log σ(r_w) − ½ log σ(−r_w) − ½ log σ(−r_l)."""
     scores = ops.pair_scores(stats, rollout)
@@ -56,7 +51,7 @@ register(Algorithm(
     family="preference",
     paper="Noise Contrastive Alignment of Language Models with Explicit Rewards (Chen et al., 2024, arXiv:2402.05369)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

@@ -40,11 +40,6 @@ class Config(pieces.Pairing):
     (the paper's experiments use 0.1 with β = 0.1)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (rDPO has no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of [(1 − ε)ℓ(βΔ) − εℓ(−βΔ)] / (1 − 2ε)."""
     eps = cfg.label_flip_rate
@@ -60,7 +55,7 @@ register(Algorithm(
     family="preference",
     paper="Provably Robust DPO: Aligning Language Models with Noisy Feedback (Chowdhury et al., 2024, arXiv:2403.00409)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

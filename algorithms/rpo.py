@@ -48,11 +48,6 @@ class Config(pieces.Pairing):
     """L_SFT as the sequence NLL ("sum", the paper) or its per-token mean ("mean")."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (RPO has no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of −log σ(βΔ) + ηβ·L_SFT(y_w)."""
     scores = ops.pair_scores(stats, rollout)
@@ -70,7 +65,7 @@ register(Algorithm(
     family="preference",
     paper="Provably Mitigating Overoptimization in RLHF: Your SFT Loss is Implicitly an Adversarial Regularizer (Liu et al., 2024, arXiv:2405.16436)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

@@ -44,11 +44,6 @@ class Config(pieces.Pairing):
     """ε: assumed label-flip probability (0 in the paper)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (SimPO has no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of the smoothed −log σ(βΔ̄ − γ), Δ̄ the mean log-likelihood margin."""
     scores = ops.pair_scores(stats, rollout, reference=False, length_normalise=cfg.length_normalise)
@@ -62,7 +57,7 @@ register(Algorithm(
     family="preference",
     paper="SimPO: Simple Preference Optimization with a Reference-Free Reward (Meng et al., 2024, arXiv:2405.14734)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     pairwise=True,
     prepare=pair_groups,

@@ -42,11 +42,6 @@ class Config(pieces.Pairing):
     """β = 1/η: the chosen / rejected log-ratios are regressed onto ±1/(2β)."""
 
 
-def advantages(rollout, cfg: Config, state):
-    """The preference sign of each row on its tokens (no advantage)."""
-    return ops.pair_sign_advantage(rollout), state
-
-
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over decided pairs of (h_w − 1/(2β))² + (h_l + 1/(2β))²."""
     scores = ops.pair_scores(stats, rollout)
@@ -60,7 +55,7 @@ register(Algorithm(
     family="preference",
     paper="Self-Play Preference Optimization for Language Model Alignment (Wu et al., 2024, arXiv:2405.00675)",
     Config=Config,
-    advantages=advantages,
+    advantages=ops.pair_sign_targets,
     loss=loss,
     needs=frozenset({"ref_logprobs"}),
     pairwise=True,

@@ -43,7 +43,7 @@ from rlzoo.ops.surrogates import (
 )
 from rlzoo.ops.pairs import (
     pair_preference, pair_margin, split_pairs, PairScores, sequence_scores, pair_scores,
-    logistic_pair_loss, preference_loss, pair_sign_advantage, pair_advantage,
+    logistic_pair_loss, preference_loss, pair_sign_advantage, pair_advantage, pair_sign_targets, centred_reward_targets,
     pair_uniform,
 )
 
@@ -63,5 +63,5 @@ __all__ = [
     "weighted_score_function_loss", "behaviour_sequence_log_ratio", "group_pair_regression",
     "behaviour_log_ratio_regression", "pair_preference", "pair_margin", "split_pairs", "PairScores",
     "sequence_scores", "pair_scores", "logistic_pair_loss", "preference_loss",
-    "pair_sign_advantage", "pair_advantage", "pair_uniform",
+    "pair_sign_advantage", "pair_advantage", "pair_sign_targets", "centred_reward_targets", "pair_uniform",
 ]

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from rlzoo.ops.aggregation import aggregate_pairs, weighted_mask
-from rlzoo.ops.groups import group_view
+from rlzoo.ops.groups import group_centre, group_view
 from rlzoo.ops.primitives import (
     broadcast_to_tokens, kl_estimate, masked_mean, row_values, sequence_mean, sequence_sum, token_uniform,
 )
@@ -196,3 +196,23 @@ def pair_uniform(seed: Array | int, rollout: Rollout) -> Array:
     eager, sharded and microbatched runs agree."""
     per_row = row_values(token_uniform(seed, rollout), rollout)
     return jnp.mod(jnp.sum(group_view(per_row, 2), axis=1), 1.0)
+
+
+# --------------------------------------------------------------------------
+# Ready-made `advantages` for pairwise and self-play losses
+# --------------------------------------------------------------------------
+
+def pair_sign_targets(rollout: Rollout, cfg, state):
+    """`Algorithm.advantages` of a pairwise loss without an estimator: the
+    preference sign of each row on its tokens (+1 chosen, −1 rejected, 0
+    tie), which the loss pushes along and the trainer logs."""
+    return pair_sign_advantage(rollout), state
+
+
+def centred_reward_targets(rollout: Rollout, cfg, state):
+    """`Algorithm.advantages` of a self-play regression on reward differences:
+    {"advantages": the rewards centred within the group, on each row's tokens
+    (what the trainer logs), "row_targets": [B] the same per row (0 for a row
+    with no trained token)}."""
+    centred = broadcast_to_tokens(group_centre(rollout.rewards, rollout.group_size), rollout)
+    return {"advantages": centred, "row_targets": row_values(centred, rollout)}, state
