@@ -14,6 +14,13 @@ import argparse
 import sys
 import time
 
+import jax
+from flax import nnx
+
+from rlzoo.policy import PRESETS, Transformer, load_hf, load_smollm2
+from rlzoo.sampling import Sampler, response_tokens
+from rlzoo.tokenizers import ByteTokenizer, HFTokenizer
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rlzoo.policy", description=__doc__,
@@ -36,13 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import jax
-    from flax import nnx
-
-    from rlzoo.policy import PRESETS, Transformer, load_hf, load_smollm2
-    from rlzoo.sampling import Sampler, response_tokens
-    from rlzoo.tokenizers import ByteTokenizer, HFTokenizer
-
     start = time.perf_counter()
     if args.smollm2:
         model, cfg, tokenizer = load_smollm2(dtype=args.dtype)
