@@ -168,3 +168,20 @@ def off_policy(seed: int, scale: float, batch: int = 16, length: int = 12, group
     noise = np.random.default_rng(seed + noise_seed_offset).normal(0, scale, (batch, length))
     logp = np.where(rollout.loss_mask, np.asarray(rollout.behaviour_logprobs) + noise, np.asarray(stats.logprobs))
     return rollout, stats.replace(logprobs=jnp.asarray(logp, jnp.float32))
+
+
+def assert_variants(fn, *args, expected, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """rlax-style variant test: `fn(*args)` run eagerly and under `jax.jit`
+    both equal `expected` (a pytree of arrays; integer and boolean leaves
+    exactly, float leaves within rtol / atol)."""
+
+    def close(got, want, variant):
+        got, want = np.asarray(got), np.asarray(want)
+        assert got.shape == want.shape, f"{variant}: shape {got.shape} != {want.shape}"
+        if want.dtype.kind in "biu":
+            np.testing.assert_array_equal(got, want, err_msg=variant)
+        else:
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=variant)
+
+    for variant, run in (("eager", fn), ("jit", jax.jit(fn))):
+        jax.tree.map(lambda g, w: close(g, w, variant), run(*args), expected)

@@ -3,34 +3,17 @@ run eagerly and under jax.jit, and microbatch sums against the minibatch."""
 
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import ops
-from rlzoo.testing import random_batch
+from rlzoo.testing import assert_variants, random_batch
 
 B, T, K = 8, 10, 4
 G = B // K
 seeds = st.integers(0, 2**16)
-
-
-def _close(got, want, rtol, atol, msg):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, f"{msg}: shape {got.shape} != {want.shape}"
-    if want.dtype.kind in "biu":
-        np.testing.assert_array_equal(got, want, err_msg=msg)
-    else:
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=msg)
-
-
-def assert_variants(fn, *args, expected, rtol=1e-5, atol=1e-6):
-    """fn(*args) eagerly and under jax.jit: both equal `expected` (a pytree of arrays)."""
-    for name, run in (("eager", fn), ("jit", jax.jit(fn))):
-        got = run(*args)
-        jax.tree.map(lambda g, w: _close(g, w, rtol, atol, name), got, expected)
 
 
 def naive_aggregate(x, mask, weight, mode, norm_len):

@@ -1,34 +1,17 @@
 """rlzoo.ops.pairs against naive re-derivations (numpy loops over pairs,
 closed forms), each run eagerly and under jax.jit."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rlzoo import ops
-from rlzoo.testing import random_batch
+from rlzoo.testing import assert_variants, random_batch
 
 B, T = 8, 10
 P = B // 2  # pairs
 REWARDS = np.asarray([1.0, 0.0, -1.0, 2.0, 0.5, 0.5, 3.0, 1.0], np.float32)  # pair 2 is a tie
 WEIGHTS = np.asarray([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0], np.float32)  # pair 3 has a dropped row
-
-
-def _close(got, want, rtol, atol, msg):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, f"{msg}: shape {got.shape} != {want.shape}"
-    if want.dtype.kind in "biu":
-        np.testing.assert_array_equal(got, want, err_msg=msg)
-    else:
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=msg)
-
-
-def assert_variants(fn, *args, expected, rtol=1e-5, atol=1e-6):
-    """fn(*args) eagerly and under jax.jit: both equal `expected` (a pytree of arrays)."""
-    for name, run in (("eager", fn), ("jit", jax.jit(fn))):
-        got = run(*args)
-        jax.tree.map(lambda g, w: _close(g, w, rtol, atol, name), got, expected)
 
 
 def _pairs(seed=0, **kwargs):
