@@ -32,7 +32,7 @@ cannot remove rows from the batch. The filter is therefore split in two:
   further batches of prompts, up to `--max-sampling-rounds`, until the batch
   is full of kept groups (the paper's outer loop), and the rejected groups
   still in the batch get sample_weight = 0 before `advantages` and before the
-  normaliser is frozen (`rlzoo.experience.filtering.weigh_out_rejected`),
+  normaliser is frozen (`rlzoo.experience.row_transforms.weigh_out_rejected`),
   so they also leave the token-mean denominator, as in the paper, where the
   batch holds only kept groups.
 - `advantages` also sets Â = 0 on those groups. Without shaping, GRPO's z-score

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from typing import Any
 
-from rlzoo.ops import Aggregation, KLEstimator
+from rlzoo.ops import Aggregation, KLEstimator, PairMode
 
 
 def setting(default: Any, *, ge: float | None = None, gt: float | None = None,
@@ -86,7 +87,7 @@ class ConfigBase:
 
 
 def _literal_choices(tp: Any) -> tuple | None:
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             if typing.get_origin(arg) is typing.Literal:
                 return typing.get_args(arg)
@@ -158,9 +159,6 @@ class TokenAggregation(ConfigBase):
 
     aggregation: Aggregation = "token-mean"
     """Aggregation of the per-token losses."""
-
-
-PairMode = typing.Literal["best_vs_worst", "all_pairs"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -185,3 +185,13 @@ def assert_variants(fn, *args, expected, rtol: float = 1e-5, atol: float = 1e-6)
 
     for variant, run in (("eager", fn), ("jit", jax.jit(fn))):
         jax.tree.map(lambda g, w: close(g, w, variant), run(*args), expected)
+
+
+def first_trained_token(rollout: Rollout) -> np.ndarray:
+    """[B, T] bool: True at each row's first trained token (position 0 for a
+    row with none, which the loss mask excludes), where a row-level
+    log-ratio shift is placed."""
+    mask = np.asarray(rollout.loss_mask)
+    first = np.zeros_like(mask)
+    first[np.arange(mask.shape[0]), mask.argmax(1)] = True
+    return first

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from rlzoo import cli, ops
+from rlzoo import cli, get_algorithm, ops
 from rlzoo.checkpoint import Checkpointer
 from rlzoo.sharding import shard_batch
 from rlzoo.tokenizers import ByteTokenizer
@@ -216,3 +216,12 @@ def test_paired_estimator_trains(tmp_path):
     assert trainer.algo.name == "cispo+bnpo"
     metrics = trainer.step(0)
     assert np.isfinite(metrics["loss"])
+
+
+def test_a_filter_that_is_switched_off_draws_one_batch(tmp_path):
+    """DAPO with dynamic_sampling=False: its group_filter returns None, so the
+    step samples exactly one batch of prompts."""
+    trainer = Trainer(run_config(tmp_path, algo="dapo", max_sampling_rounds=4),
+                      get_algorithm("dapo").make_config(dynamic_sampling=False))
+    rollout, _, rounds = trainer.collect(0, jax.random.key(0))
+    assert rounds == 1 and rollout.batch_size == trainer.run.completions_per_step

@@ -1,19 +1,18 @@
 """Stage 1b, dynamic sampling: draw more prompts until the batch is full of
 groups worth training on (an algorithm's declared `group_filter`, e.g.
-DAPO's "rewards differ" rule, Yu et al. 2025, arXiv:2503.14476), then weigh
-the groups that remain rejected 0."""
+DAPO's "rewards differ" rule, Yu et al. 2025, arXiv:2503.14476). The groups
+that remain rejected are weighed 0 later by `row_transforms.weigh_out_rejected`."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-import jax.numpy as jnp
 import numpy as np
 
 from rlzoo.rollout import Rollout, concat_rows
 
-GroupFilter = Callable[[Rollout], "np.ndarray | None"]
-"""scored rollout -> [G] bool (keep) or None (no filtering)."""
+GroupFilter = Callable[[Rollout], Any]
+"""scored rollout -> [G] bool array (keep) or None (no filtering)."""
 
 
 def collect(batches: Iterator[Rollout], keep: GroupFilter, groups: int, max_rounds: int) -> tuple[Rollout, int]:
@@ -27,7 +26,7 @@ def collect(batches: Iterator[Rollout], keep: GroupFilter, groups: int, max_roun
     mask = keep(first)
     if mask is None:
         return first, 1
-    drawn, masks = [first], [np.asarray(mask, bool)]
+    drawn, masks = [first], [np.asarray(mask, bool)]  # a jax or numpy [G] mask
     while len(drawn) < max_rounds and sum(int(m.sum()) for m in masks) < groups:
         drawn.append(next(batches))
         masks.append(np.asarray(keep(drawn[-1]), bool))
@@ -35,11 +34,3 @@ def collect(batches: Iterator[Rollout], keep: GroupFilter, groups: int, max_roun
     order = np.argsort(~np.concatenate(masks), kind="stable")[:groups]
     k = first.group_size
     return joined.select_rows((order[:, None] * k + np.arange(k)).reshape(-1)), len(drawn)
-
-
-def weigh_out_rejected(rollout: Rollout, keep_groups) -> Rollout:
-    """sample_weight 0 on the rows of groups the filter rejects (shapes stay
-    static; the normaliser is cleared because the counts change)."""
-    keep_rows = jnp.repeat(jnp.asarray(keep_groups, bool), rollout.group_size)
-    weight = jnp.where(keep_rows, rollout.sample_weight, 0.0).astype(rollout.sample_weight.dtype)
-    return rollout.replace(sample_weight=weight, normaliser=None)

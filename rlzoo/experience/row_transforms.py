@@ -1,6 +1,6 @@
 """Rollout -> Rollout transforms that change which rows a batch holds or how
-they count: preference pairs from groups of K on-policy samples, and
-DAPO's dynamic-sampling filter of all-equal groups.
+they count: preference pairs from groups of K on-policy samples, rejected
+groups weighed out, and DAPO's dynamic-sampling filter of all-equal groups.
 
 Each transform is pure and jit-able (shapes stay static) and clears the
 normaliser, because the aggregation counts change: set it on the result.
@@ -9,14 +9,11 @@ normaliser, because the aggregation counts change: set it on the result.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
 
 import jax.numpy as jnp
 
-from rlzoo.ops import degenerate_groups, group_view
+from rlzoo.ops import PairMode, degenerate_groups, group_view
 from rlzoo.rollout import Rollout
-
-PairMode = Literal["best_vs_worst", "all_pairs"]
 
 
 def make_pairs(rollout: Rollout, mode: PairMode = "best_vs_worst", margin: float = 0.0) -> Rollout:
@@ -63,14 +60,20 @@ def make_pairs(rollout: Rollout, mode: PairMode = "best_vs_worst", margin: float
     return pairs.replace(sample_weight=weight, group_size=2, normaliser=None)
 
 
+def weigh_out_rejected(rollout: Rollout, keep_groups) -> Rollout:
+    """sample_weight 0 on the rows of the groups `keep_groups` [G] rejects
+    (shapes stay static). For a trainer to call before `advantages` and
+    before freezing the normaliser, so the rejected rows leave the
+    aggregation counts as well; any normaliser already set is cleared
+    because it would count them."""
+    keep_rows = jnp.repeat(jnp.asarray(keep_groups, bool), rollout.group_size)
+    weight = jnp.where(keep_rows, rollout.sample_weight, 0.0).astype(rollout.sample_weight.dtype)
+    return rollout.replace(sample_weight=weight, normaliser=None)
+
+
 def drop_degenerate_groups(rollout: Rollout) -> Rollout:
     """The rollout with sample_weight = 0 on groups whose rewards are all equal
-    (DAPO's dynamic-sampling filter, Yu et al. 2025, arXiv:2503.14476, eq. 11).
-
-    For a trainer to call before `advantages` and before freezing the
-    normaliser, so the dropped rows leave the aggregation counts as well (the
-    paper's batch holds only kept groups). Any normaliser already set is
-    cleared because it would count the dropped rows."""
-    keep = ~degenerate_groups(rollout.rewards, rollout.group_size)
-    weight = jnp.where(keep, rollout.sample_weight, 0.0).astype(rollout.sample_weight.dtype)
-    return rollout.replace(sample_weight=weight, normaliser=None)
+    (DAPO's dynamic-sampling filter, Yu et al. 2025, arXiv:2503.14476, eq. 11;
+    the paper's batch holds only kept groups)."""
+    degenerate = group_view(degenerate_groups(rollout.rewards, rollout.group_size), rollout.group_size)[:, 0]
+    return weigh_out_rejected(rollout, ~degenerate)

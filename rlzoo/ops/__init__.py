@@ -42,7 +42,7 @@ from rlzoo.ops.surrogates import (
     behaviour_log_ratio_regression,
 )
 from rlzoo.ops.pairs import (
-    pair_preference, pair_margin, split_pairs, PairScores, sequence_scores, pair_scores,
+    PairMode, pair_preference, pair_margin, split_pairs, PairScores, sequence_scores, pair_scores,
     logistic_pair_loss, preference_loss, pair_sign_advantage, pair_advantage, pair_sign_targets, centred_reward_targets,
     pair_uniform,
 )
@@ -61,7 +61,7 @@ __all__ = [
     "aggregate_pairs", "aggregate_group_pairs", "aggregate_groups", "clipped_surrogate",
     "regularised_policy_loss", "ratio_metrics", "reinforce_loss", "clipped_policy_loss",
     "weighted_score_function_loss", "behaviour_sequence_log_ratio", "group_pair_regression",
-    "behaviour_log_ratio_regression", "pair_preference", "pair_margin", "split_pairs", "PairScores",
+    "behaviour_log_ratio_regression", "PairMode", "pair_preference", "pair_margin", "split_pairs", "PairScores",
     "sequence_scores", "pair_scores", "logistic_pair_loss", "preference_loss",
     "pair_sign_advantage", "pair_advantage", "pair_sign_targets", "centred_reward_targets", "pair_uniform",
 ]

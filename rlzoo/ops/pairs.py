@@ -9,7 +9,7 @@ Rollout transform: `rlzoo.experience.row_transforms.make_pairs`.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import chex
 import jax
@@ -21,6 +21,9 @@ from rlzoo.ops.primitives import (
     broadcast_to_tokens, kl_estimate, masked_mean, row_values, sequence_mean, sequence_sum, token_uniform,
 )
 from rlzoo.rollout import PolicyStats, Rollout
+
+PairMode = Literal["best_vs_worst", "all_pairs"]
+"""How preference pairs are built from a group of K > 2 sampled rows."""
 
 Array = jax.Array
 

@@ -8,7 +8,8 @@ chunked token statistics, and Hugging Face / GGUF checkpoint I/O.
     model, cfg, tokenizer = load_smollm2()
 """
 
-from rlzoo.policy.checkpoint import CheckpointError, config_from_hf, config_to_hf, load_hf, save_hf
+from rlzoo.policy.checkpoint import config_from_hf, config_to_hf, load_hf, save_hf
+from rlzoo.policy.safetensors_io import CheckpointError
 from rlzoo.policy.gguf import load_gguf, load_smollm2
 from rlzoo.policy.model import (
     PRESETS,

@@ -11,7 +11,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from rlzoo.policy.checkpoint import CheckpointError, build_model
+from rlzoo.policy.checkpoint import build_model
+from rlzoo.policy.safetensors_io import CheckpointError
 from rlzoo.policy.model import ModelConfig, Transformer
 from rlzoo.tokenizers import HFTokenizer, smollm2_gguf_path
 

@@ -7,7 +7,7 @@
     forwards   experience.forwards.with_logprobs      behaviour / reference log-probs (+ values, top-k)
     segments   experience.segments                    sentence ids, when the algorithm reads them
     prepare    Algorithm.prepare                      the algorithm's row transform (e.g. pairs)
-    filter     experience.filtering.weigh_out_rejected  rejected groups weigh 0
+    filter     experience.row_transforms.weigh_out_rejected  rejected groups weigh 0
     targets    Algorithm.advantages                   advantages / per-row targets, algorithm state
     update     experience.handoff.minibatches -> update.make_update   epochs x minibatches, sharded
     hooks      Algorithm.post_update, reference refresh
@@ -34,7 +34,7 @@ from flax import nnx
 
 from rlzoo import ops
 from rlzoo.checkpoint import Checkpointer
-from rlzoo.experience import filtering, forwards as fwd, handoff, offline, prompts, scoring, segments
+from rlzoo.experience import filtering, forwards as fwd, handoff, offline, prompts, row_transforms, scoring, segments
 from rlzoo.experience.generation import SamplingSettings, generate
 from rlzoo.metrics import MetricsWriter, plot_run
 from rlzoo.registry import Algorithm, get_algorithm
@@ -139,7 +139,7 @@ class Trainer:
                 sampled.append(int(np.asarray(rollout.loss_mask).sum()))
                 yield rollout
 
-        keep = (lambda r: None) if self._filter is None else (lambda r: np.asarray(self._filter(r)))
+        keep = self._filter or (lambda r: None)
         rollout, rounds = filtering.collect(batches(), keep, run.prompts_per_step, run.max_sampling_rounds)
         return rollout, sum(sampled), rounds
 
@@ -168,7 +168,7 @@ class Trainer:
         if self._filter is not None:
             keep = self._filter(rollout)
             if keep is not None:
-                rollout = filtering.weigh_out_rejected(rollout, keep)
+                rollout = row_transforms.weigh_out_rejected(rollout, keep)
         targets, algo_state = self._advantages(rollout, self.state.algo_state)
         targets = host_readable(targets)
         self.state = self.state.replace(algo_state=algo_state)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import compiled, random_batch
+from rlzoo.testing import compiled, first_trained_token, random_batch
 
 COPG = get_algorithm("copg")
 RLOO = get_algorithm("rloo")
@@ -21,8 +21,7 @@ betas = st.sampled_from([0.05, 0.1, 1.0])
 
 def _first_token(rollout):
     mask = np.asarray(rollout.loss_mask)
-    first = np.zeros_like(mask)
-    first[np.arange(mask.shape[0]), mask.argmax(1)] = True
+    first = first_trained_token(rollout)
     return mask, first
 
 

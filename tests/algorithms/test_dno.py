@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import compiled, random_batch
+from rlzoo.testing import compiled, first_trained_token, random_batch
 
 DNO = get_algorithm("dno")
 DPO = get_algorithm("dpo")
@@ -69,8 +69,7 @@ def test_soft_policy_iteration_step_is_the_fixed_point(seed, beta, offsets):
     iteration π_{t+1} ∝ π_t exp(r_t/η) with η = β."""
     rollout, stats = random_batch(seed, B, T, 2)
     mask = np.asarray(rollout.loss_mask)
-    first = np.zeros_like(mask)
-    first[np.arange(B), mask.argmax(1)] = True
+    first = first_trained_token(rollout)
     target = np.asarray(rollout.rewards, np.float64) / beta + np.repeat(offsets, 2)
     logp = np.asarray(rollout.behaviour_logprobs) + np.where(first, target[:, None], 0.0)
     stats = stats.replace(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))

@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
 from rlzoo.rollout import PolicyStats
-from rlzoo.testing import compiled, random_batch
+from rlzoo.testing import compiled, first_trained_token, random_batch
 
 INPO = get_algorithm("inpo")
 B, T = 8, 10
@@ -62,8 +62,7 @@ def test_minimiser_sets_the_margin_over_the_mixture_to_one_over_two_eta(seed, et
     is a zero of loss and gradient."""
     rollout, stats = random_batch(seed, B, T, 2)
     mask = np.asarray(rollout.loss_mask)
-    first = np.zeros_like(mask)
-    first[np.arange(B), mask.argmax(1)] = True
+    first = first_trained_token(rollout)
     rewards = np.asarray(rollout.rewards)
     chosen = rewards > rewards.reshape(-1, 2)[:, ::-1].reshape(-1)
     offset = np.repeat(np.asarray(noise[0::2]), 2) + np.where(chosen, 1.0 / (2 * eta), 0.0)

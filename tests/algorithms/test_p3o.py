@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import compiled, on_policy, random_batch
+from rlzoo.testing import compiled, first_trained_token, on_policy, random_batch
 
 P3O = get_algorithm("p3o")
 RLOO = get_algorithm("rloo")
@@ -79,8 +79,7 @@ def test_clipping_stops_the_gradient_past_the_trust_region(seed, mode):
     ratio) is already above 1 + ε, the pair contributes no gradient."""
     rollout, stats = random_batch(seed, B, T, 2)
     mask = np.asarray(rollout.loss_mask)
-    first = np.zeros_like(mask)
-    first[np.arange(B), mask.argmax(1)] = True
+    first = first_trained_token(rollout)
     rewards = np.asarray(rollout.rewards)
     preferred = rewards > rewards.reshape(-1, 2)[:, ::-1].reshape(-1)
     shift = np.where(preferred, 1.0, -1.0)  # log ratio +1 for the winner, −1 for the loser
@@ -110,8 +109,7 @@ def test_upper_clip_bound_is_set_apart_from_the_lower(seed):
     no longer clipped and gets a gradient, the loser (ρ < 1 − ε_low) still none."""
     rollout, stats = random_batch(seed, B, T, 2)
     mask = np.asarray(rollout.loss_mask)
-    first = np.zeros_like(mask)
-    first[np.arange(B), mask.argmax(1)] = True
+    first = first_trained_token(rollout)
     rewards = np.asarray(rollout.rewards)
     preferred = rewards > rewards.reshape(-1, 2)[:, ::-1].reshape(-1)
     logp = np.asarray(rollout.behaviour_logprobs) + np.where(first, np.where(preferred, 1.0, -1.0)[:, None], 0.0)

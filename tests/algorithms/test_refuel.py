@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import compiled, random_batch
+from rlzoo.testing import compiled, first_trained_token, random_batch
 
 REFUEL = get_algorithm("refuel")
 REBEL = get_algorithm("rebel")
@@ -79,8 +79,7 @@ def test_zero_loss_iff_log_ratio_gap_equals_eta_q_gap(seed, eta, offsets):
     turn-h log-ratio away from that solution makes it positive."""
     rollout, stats = _multi_turn(seed)
     mask = np.asarray(rollout.loss_mask)
-    first = np.zeros_like(mask)
-    first[np.arange(B), mask.argmax(1)] = True
+    first = first_trained_token(rollout)
     target = eta * np.asarray(rollout.rewards, np.float64) + np.repeat(offsets, 2)
     logp = np.where(first, np.asarray(rollout.behaviour_logprobs) + target[:, None], np.asarray(rollout.behaviour_logprobs))
     stats = stats.replace(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))

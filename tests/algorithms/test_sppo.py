@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlzoo import get_algorithm
-from rlzoo.testing import compiled, loss_and_grad, on_policy, random_batch
+from rlzoo.testing import compiled, first_trained_token, loss_and_grad, on_policy, random_batch
 
 SPPO = get_algorithm("sppo")
 REINFORCE = get_algorithm("reinforce")
@@ -63,8 +63,7 @@ def test_zero_loss_at_the_multiplicative_weights_step(seed, eta):
     cfg = SPPO.Config(eta=eta)
     target = eta * (_naive_win_rates(rollout.rewards, K) - 0.5)
     mask = np.asarray(rollout.loss_mask)
-    first = np.zeros_like(mask)
-    first[np.arange(B), mask.argmax(1)] = True
+    first = first_trained_token(rollout)
     logp = np.asarray(rollout.behaviour_logprobs) + np.where(first, target[:, None], 0.0)
     stats = stats.replace(logprobs=jnp.asarray(np.where(mask, logp, stats.logprobs), jnp.float32))
     loss, _, grads = jitted(SPPO, cfg)(stats, rollout)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from rlzoo.experience import filtering, forwards, handoff, prompts, scoring
+from rlzoo.experience import filtering, forwards, handoff, prompts, row_transforms, scoring
 from rlzoo.rollout import PolicyStats
 from rlzoo.sharding import make_mesh
 from rlzoo.tasks import Example, get_task
@@ -99,7 +99,7 @@ def test_no_filter_takes_the_first_batch_unchanged():
 
 def test_rejected_groups_weigh_zero_and_the_normaliser_is_cleared():
     rollout = batch_with_rewards(np.arange(8)).with_normaliser()
-    out = filtering.weigh_out_rejected(rollout, np.array([False, True]))
+    out = row_transforms.weigh_out_rejected(rollout, np.array([False, True]))
     np.testing.assert_array_equal(out.sample_weight, [0] * 4 + list(np.asarray(rollout.sample_weight)[4:]))
     assert out.normaliser is None
 

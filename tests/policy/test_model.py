@@ -13,7 +13,7 @@ from flax import nnx
 from rlzoo.policy import (
     PRESETS, CheckpointError, ModelConfig, Transformer, load_hf, partition_specs, save_hf,
 )
-from rlzoo.policy.checkpoint import write_safetensors
+from rlzoo.policy.safetensors_io import write_safetensors
 
 VOCAB = 80
 
