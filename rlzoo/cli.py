@@ -20,6 +20,8 @@ from rlzoo import config as cfgparse
 from rlzoo.checkpoint import Checkpointer
 from rlzoo.registry import FAMILIES, UnknownAlgorithmError, get_algorithm, list_algorithms
 from rlzoo.train import RunConfig, Trainer
+from rlzoo.train.interrupts import TrainingInterrupted
+from rlzoo.train.loop import NonFiniteTraining
 
 COMMANDS = ("train", "sft", "eval", "list")
 
@@ -138,14 +140,36 @@ def _cmd_eval(argv: list[str]) -> int:
     algo = get_algorithm(run.algo, advantage=run.advantage)
     trainer = Trainer(run, algo.Config(**meta["algo_config"]))
     ckpt = Checkpointer(run_dir / "checkpoints")
-    step = trainer.restore(ckpt)
-    ckpt.close()
+    try:
+        step = int(trainer.restore(ckpt)["step"])
+    finally:
+        ckpt.close()
     print(json.dumps({"step": step, **trainer.evaluate()}))
     return 0
 
 
+def _attach_negative_numbers(argv: list[str]) -> list[str]:
+    """`--flag -1e-3` as `--flag=-1e-3`: argparse reads a negative number in
+    exponent form as an option (and then reports a missing value)."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and arg.startswith("-") and _is_number(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _attach_negative_numbers(list(sys.argv[1:] if argv is None else argv))
     top = argparse.ArgumentParser(prog="rlzoo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("command", choices=COMMANDS, help="what to do")
     if not argv or argv[0] in ("-h", "--help"):
@@ -169,6 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, UnknownAlgorithmError, FileNotFoundError, NotADirectoryError) as err:
         print(f"rlzoo {argv[0]}: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteTraining as err:
+        print(f"rlzoo {argv[0]}: stopped: {err}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as stop:
+        print(f"rlzoo {argv[0]}: {stop.message}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"rlzoo {argv[0]}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -60,6 +60,32 @@ class MetricsWriter:
             self._tb.close()
 
 
+def truncate_after(path: str | pathlib.Path, step: int) -> int:
+    """Cut `metrics.jsonl` back to its complete records at or before `step`
+    (the checkpoint a run resumes from): a record cut off by a kill, or
+    written by steps the resumed run will redo, goes. Rewrites the file
+    atomically; returns how many lines were dropped."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and int(record["step"]) <= step
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += line.strip() != ""
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+    return dropped
+
+
 def read_metrics(path: str | pathlib.Path) -> list[dict[str, float]]:
     """The records of a metrics.jsonl, in order; a resumed run's repeated
     steps keep their latest record."""

@@ -61,7 +61,7 @@ class ConfigBase:
             value = getattr(self, field.name)
             if value is None:
                 continue
-            where = f"{type(self).__module__.rsplit('.', 1)[-1]}: {_flag(field.name)}"
+            where = f"{self.settings_scope()}{_flag(field.name)}"
             choices = _literal_choices(hints.get(field.name))
             if choices is not None and value not in choices:
                 raise ValueError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
@@ -75,6 +75,10 @@ class ConfigBase:
             elif isinstance(value, tuple):
                 if any(isinstance(v, float) and not math.isfinite(v) for v in value):
                     raise ValueError(f"{where} must hold finite numbers; got {value!r}")
+
+    def settings_scope(self) -> str:
+        """The prefix of this Config's error messages: the algorithm's module."""
+        return f"{type(self).__module__.rsplit('.', 1)[-1]}: "
 
     def needs(self) -> frozenset[str]:
         """Rollout fields and policy outputs the shared pieces read under these values."""

@@ -61,6 +61,9 @@ class ByteTokenizer:
         return text + ("<|assistant|>\n" if add_generation_prompt else "")
 
 
+# One of these holds the vocabulary: a fast tokenizer's tokenizer.json, or a slow one's
+# sentencepiece model (Llama) or BPE vocabulary (Qwen2, GPT-2; with merges.txt).
+_VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 _END_TOKENS = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
 
 
@@ -83,6 +86,13 @@ class HFTokenizer:
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"tokenizer directory {path!r} does not exist")
+        if not any(os.path.exists(os.path.join(path, f)) for f in _VOCABULARY_FILES):
+            # Checked here: transformers would instead try to rebuild one and ask for sentencepiece.
+            raise FileNotFoundError(
+                f"{path} has no tokenizer files: expected tokenizer.json and tokenizer_config.json there "
+                f"(a slow tokenizer's tokenizer.model, or vocab.json + merges.txt, also work); copy them "
+                f"from the model's Hugging Face repository"
+            )
         return cls(AutoTokenizer.from_pretrained(path, local_files_only=True))
 
     @classmethod

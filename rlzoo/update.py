@@ -62,6 +62,12 @@ def policy_stats_fn(graphdef: Any, outputs: frozenset[str], temperature: float, 
     return fn
 
 
+def tree_all_finite(tree: Any) -> jax.Array:
+    """True when every floating-point leaf of `tree` is finite everywhere."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
 def _stack(parts: list[Rollout]) -> Rollout:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *parts)
 
@@ -98,7 +104,11 @@ def make_update(
 
     `outputs` are the PolicyStats extras the loss reads (Algorithm.policy_outputs),
     `topk` their top-k size; `targets` is the advantage [B, T] or a pytree of
-    per-row arrays; `reduction` says how each metric combines over microbatches."""
+    per-row arrays; `reduction` says how each metric combines over microbatches.
+
+    An update whose loss, gradient norm or new parameters are non-finite is
+    not applied (the returned state equals the input) and reports
+    `update_skipped = 1`."""
     stats_fn = policy_stats_fn(graphdef, outputs, temperature, topk)
 
     def loss_fn(params, rollout, adv, algo_state):
@@ -131,6 +141,11 @@ def make_update(
         params = optax.apply_updates(state.params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
         new_state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+        # A non-finite loss, gradient or result is never applied: the state
+        # stays as it was, and the trainer decides whether to stop or skip.
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"]) & tree_all_finite(params)
+        metrics["update_skipped"] = 1.0 - finite.astype(jnp.float32)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
         return new_state, metrics
 
     return update

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,8 @@ from rlzoo.policy.safetensors_io import CheckpointError, TensorIndex, write_safe
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+# The config.json keys config_from_hf has no default for.
+REQUIRED_HF_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
@@ -49,10 +51,17 @@ def architecture_of(hf: dict) -> str:
 
 
 def config_from_hf(hf: dict, *, dtype: str = "float32", param_dtype: str | None = None,
-                   value_head: bool = False) -> ModelConfig:
-    """ModelConfig from a HF `config.json` dict; raises CheckpointError for
+                   value_head: bool = False, source: str = "config.json") -> ModelConfig:
+    """ModelConfig from a HF `config.json` dict (read from `source`, named in
+    errors); raises CheckpointError for missing required keys and for
     features this model does not implement."""
     arch = architecture_of(hf)
+    missing = [key for key in REQUIRED_HF_KEYS if hf.get(key) is None]
+    if missing:
+        raise CheckpointError(
+            f"{source} lacks required key(s) {', '.join(missing)} for a {arch}: it is incomplete or "
+            f"damaged; copy config.json from the model's Hugging Face repository"
+        )
 
     def unsupported(what):
         raise CheckpointError(f"{arch}: {what} is not supported")
@@ -213,10 +222,17 @@ def build_model(
     cfg: ModelConfig,
     fetch: Callable[[str, tuple[int, ...]], Any],
     mesh: jax.sharding.Mesh | None,
+    *,
+    source: str,
+    tensor_names: Mapping[str, str],
 ) -> Transformer:
     """A Transformer whose parameters come from `fetch(path, expected shape)`,
     which returns a numpy-indexable array of that shape (a lazy view is
-    fine); each parameter is placed straight into its sharding."""
+    fine); each parameter is placed straight into its sharding.
+
+    Every loader goes through here, so this is where non-finite weights are
+    refused: a CheckpointError names `source` and the first parameter's
+    `tensor_names[path]` (its name in the file) holding NaN or inf."""
     abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     shardings = param_shardings(state, mesh) if mesh is not None else None
@@ -224,15 +240,25 @@ def build_model(
     def load(path, variable, sharding=None):
         name = _path_name(path)
         abstract_value = variable.get_value()
-        source = fetch(name, tuple(abstract_value.shape))
+        array = fetch(name, tuple(abstract_value.shape))
         dtype = abstract_value.dtype
+
+        def host_value(index=()):
+            # Checked on the slice this device receives (a host reads only its own part), and after
+            # the cast, which can itself overflow to inf.
+            value = np.asarray(array[index]).astype(dtype)
+            if jnp.issubdtype(dtype, jnp.inexact) and not np.isfinite(value).all():
+                raise CheckpointError(
+                    f"{source}: tensor {tensor_names.get(name, name)!r} holds NaN or inf values; the "
+                    f"checkpoint is damaged or was saved from a diverged run: re-download it or use an earlier one"
+                )
+            return value
+
         if sharding is None:
-            value = jnp.asarray(np.asarray(source).astype(dtype))
+            value = jnp.asarray(host_value())
         else:
             sharding = sharding.get_value() if isinstance(sharding, nnx.Variable) else sharding
-            value = jax.make_array_from_callback(
-                abstract_value.shape, sharding, lambda index: np.asarray(source[index]).astype(dtype)
-            )
+            value = jax.make_array_from_callback(abstract_value.shape, sharding, host_value)
         return variable.replace(value)
 
     is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
@@ -263,8 +289,9 @@ def load_hf(
     NamedSharding. `value_head`: None = load one if the directory has
     `value_head.safetensors`; True = also create a zero one when absent.
     Raises FileNotFoundError for missing files and CheckpointError for an
-    unsupported architecture, a missing / unexpected tensor or a shape that
-    does not match config.json.
+    unsupported architecture, a config.json without a required key, a
+    damaged or truncated safetensors file, a missing / unexpected tensor, a
+    shape that does not match config.json or a tensor holding NaN or inf.
     """
     path = os.fspath(path)
     config_path = os.path.join(path, "config.json")
@@ -276,7 +303,7 @@ def load_hf(
         hf = json.load(f)
     value_file = os.path.join(path, VALUE_HEAD_FILE)
     has_value = os.path.exists(value_file)
-    cfg = config_from_hf(hf, dtype=dtype, param_dtype=param_dtype,
+    cfg = config_from_hf(hf, dtype=dtype, param_dtype=param_dtype, source=config_path,
                          value_head=has_value if value_head is None else bool(value_head or has_value))
     index = TensorIndex(_checkpoint_files(path))
     values = TensorIndex([value_file]) if has_value else None
@@ -314,7 +341,8 @@ def load_hf(
             f"{path}: {len(unexpected)} tensor(s) that a {arch} with this config.json does not "
             f"have, e.g. {unexpected[:5]} (wrong num_hidden_layers or architecture?)"
         )
-    return build_model(cfg, fetch, mesh), cfg
+    tensor_names = {ours: theirs for ours, (theirs, _) in {**names, **_VALUE_NAMES}.items()}
+    return build_model(cfg, fetch, mesh, source=path, tensor_names=tensor_names), cfg
 
 
 def _named_arrays(model: Transformer) -> dict[str, np.ndarray]:

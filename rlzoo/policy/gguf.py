@@ -109,7 +109,7 @@ def load_gguf(
             raise CheckpointError(f"GGUF tensor {gguf_name!r} has shape {w.shape[::-1]}, expected {shape[::-1]}")
         return w
 
-    return build_model(cfg, fetch, mesh), cfg
+    return build_model(cfg, fetch, mesh, source=reader.data.filename, tensor_names=names), cfg
 
 
 def load_smollm2(

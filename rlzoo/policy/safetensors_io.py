@@ -23,15 +23,56 @@ _ST_DTYPES = {
 _ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 
 
+# The reference implementation's limit: a longer "header" means the file is not safetensors.
+MAX_HEADER_BYTES = 100_000_000
+_REDOWNLOAD = "re-download the checkpoint"
+
+
 def read_safetensors_header(path: str) -> tuple[dict, int]:
+    """(tensor name -> {dtype, shape, data_offsets}, byte offset of the data);
+    raises CheckpointError for a file that is not (or no longer) safetensors."""
+    file_size = os.path.getsize(path)
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
-            raise CheckpointError(f"{path} is not a safetensors file (too short)")
+            raise CheckpointError(f"{path} is not a safetensors file (too short); {_REDOWNLOAD}")
         (size,) = struct.unpack("<Q", raw)
-        header = json.loads(f.read(size))
+        # Checked before reading: garbage in the first 8 bytes would otherwise ask for terabytes.
+        if size > min(MAX_HEADER_BYTES, file_size - 8):
+            raise CheckpointError(
+                f"{path} is not a safetensors file or is damaged: its header length {size} exceeds the "
+                f"file size {file_size} or the {MAX_HEADER_BYTES}-byte limit; {_REDOWNLOAD}"
+            )
+        try:
+            header = json.loads(f.read(size))
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+            raise CheckpointError(
+                f"{path} is not a safetensors file or is damaged: its header is not JSON ({e}); {_REDOWNLOAD}"
+            ) from e
+    if not isinstance(header, dict):
+        raise CheckpointError(
+            f"{path} is not a safetensors file or is damaged: its header is not a JSON object; {_REDOWNLOAD}"
+        )
     header.pop("__metadata__", None)
     return header, 8 + size
+
+
+def _check_extent(path: str, name: str, info: dict, data_bytes: int) -> None:
+    """Raise unless tensor `name`'s data lies inside the file and spans exactly its shape and dtype
+    (a truncated file otherwise surfaces later as an unreadable reshape error)."""
+    begin, end = info["data_offsets"]
+    if end > data_bytes:
+        raise CheckpointError(
+            f"{path} is truncated: tensor {name!r} ends at data byte {end}, but the file holds only "
+            f"{data_bytes} data bytes; {_REDOWNLOAD}"
+        )
+    if info["dtype"] in _ST_DTYPES:
+        expected = int(np.prod(info["shape"])) * np.dtype(_ST_DTYPES[info["dtype"]]).itemsize
+        if not 0 <= begin <= end or end - begin != expected:
+            raise CheckpointError(
+                f"{path} is damaged: tensor {name!r} ({info['dtype']} {info['shape']}) needs {expected} "
+                f"bytes, but its data_offsets {[begin, end]} span {end - begin}; {_REDOWNLOAD}"
+            )
 
 
 class TensorIndex:
@@ -42,7 +83,9 @@ class TensorIndex:
         self._maps: dict[str, np.memmap] = {}
         for path in files:
             header, start = read_safetensors_header(path)
+            data_bytes = os.path.getsize(path) - start
             for name, info in header.items():
+                _check_extent(path, name, info, data_bytes)
                 self.entries[name] = (path, info, start)
 
     def shape(self, name: str) -> tuple[int, ...]:

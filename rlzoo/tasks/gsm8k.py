@@ -146,6 +146,35 @@ def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
+def _reprepare(version_dir: str) -> str:
+    # TFDS reuses a directory that is already there, so the damaged one has to go first.
+    return f"delete {version_dir}, then: {_HOW_TO_PREPARE}"
+
+
+def _read_records(source, split: str) -> list[dict[str, str]]:
+    """The records of `source` shard by shard, so that a damaged shard is named. A truncated
+    ArrayRecord shard loses its index: it then reads as records of None, or fails to read."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    records: list[dict[str, str]] = []
+    for shard in source.dataset_info.splits[split].file_instructions:
+        fix = _reprepare(os.path.dirname(shard.filename))
+        reader = ArrayRecordReader(shard.filename)
+        found = reader.num_records() if reader.ok() else 0
+        del reader  # not close(): that raises for a file it could not open
+        if found != shard.examples_in_shard:
+            raise ValueError(
+                f"gsm8k: shard {shard.filename} is truncated or damaged: {found} of the "
+                f"{shard.examples_in_shard} records dataset_info.json lists are readable; {fix}"
+            )
+        try:
+            records += [{k: _text(v) for k, v in source[i].items()}
+                        for i in range(len(records), len(records) + shard.take)]
+        except RuntimeError as e:  # array_record's error for a chunk whose checksum does not match
+            raise ValueError(f"gsm8k: shard {shard.filename} is corrupt ({e}); {fix}") from e
+    return records
+
+
 def load_split(data_dir: str | os.PathLike | None, split: str) -> list[dict[str, str]]:
     """All records of one split as dicts of str, through `tfds.data_source`."""
     path = _resolve_data_dir(data_dir)
@@ -154,12 +183,12 @@ def load_split(data_dir: str | os.PathLike | None, split: str) -> list[dict[str,
 
     try:
         source = tfds.data_source(DATASET, split=split, data_dir=os.fspath(path), download=False)
-        return [{k: _text(v) for k, v in source[i].items()} for i in range(len(source))]
     except Exception as e:  # noqa: BLE001 - re-raised with the layout it needs
         raise GSM8KDataNotFoundError(
             f"gsm8k: tfds.data_source could not read split {split!r} from {str(path)!r}: {e}\n"
             f"Expected layout:\n{LAYOUT}\n{_HOW_TO_PREPARE}"
         ) from e
+    return _read_records(source, split)
 
 
 def prepare_gsm8k(data_dir: str | os.PathLike, jsonl: Mapping[str, str | os.PathLike]) -> pathlib.Path:

@@ -36,13 +36,15 @@ from rlzoo import ops
 from rlzoo.checkpoint import Checkpointer
 from rlzoo.experience import filtering, forwards as fwd, handoff, offline, prompts, row_transforms, scoring, segments
 from rlzoo.experience.generation import SamplingSettings, generate
+from rlzoo import metrics as metrics_log
 from rlzoo.metrics import MetricsWriter, plot_run
 from rlzoo.registry import Algorithm, get_algorithm
 from rlzoo.rollout import Rollout
 from rlzoo.sampling import Sampler
 from rlzoo.sharding import host_readable, initialize_distributed, is_primary, make_mesh
 from rlzoo.tasks import Example
-from rlzoo.train.config import RunConfig
+from rlzoo.train.config import RESUMABLE_CHANGES, RunConfig
+from rlzoo.train.interrupts import NO_GUARD, AbortedWithoutSaving, InterruptGuard, TrainingInterrupted
 from rlzoo.train.evaluate import evaluate
 from rlzoo.train.progress import Progress
 from rlzoo.train.setup import load_policy, make_task
@@ -59,6 +61,11 @@ class Trainer:
         self.primary = is_primary()  # the one process that writes run files and logs
         self.log = log if self.primary else lambda message: None
         self.algo: Algorithm = get_algorithm(run.algo, advantage=run.advantage)
+        self.run_dir = run.resolved_run_dir()
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise NotADirectoryError(f"--run-dir {self.run_dir} is a file; pass a directory")
+        if run.resume and not any(p.name.isdigit() for p in (self.run_dir / "checkpoints").glob("*")):
+            raise ValueError(f"--resume: no checkpoint in {self.run_dir}; drop --resume to start a fresh run")
         self.cfg = algo_cfg if algo_cfg is not None else self.algo.Config()
         self.outputs = self.algo.policy_outputs(self.cfg)
         self.task = make_task(run.task, dict(run.task_options), run.data_dir)
@@ -73,7 +80,6 @@ class Trainer:
         self.graphdef, params = nnx.split(model)
         self.sampler = Sampler()
         self.sampling = SamplingSettings(run.max_new_tokens, run.temperature, run.top_k, run.top_p)
-        self.run_dir = run.resolved_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.optimizer = make_optimizer(run.learning_rate, run.max_grad_norm or None)
         self.state = self._on_mesh(TrainState(
@@ -91,6 +97,10 @@ class Trainer:
                 raise ValueError(f"--preference-data needs a pairwise algorithm; {self.algo.name} is not")
             self.pairs = offline.load_pairs(run.preference_data, self.tokenizer, run.preference_max_length)
             offline.step_pairs(self.pairs, run.seed, 0, run.prompts_per_step)  # too few pairs: an error now
+        self._guard = NO_GUARD
+        self.completed_steps: int | None = None
+        """Steps whose update has been applied (set inside the update's critical section)."""
+        self.unwritten_metrics: dict[str, float] | None = None
         self._compile()
 
     def _compile(self) -> None:
@@ -154,7 +164,9 @@ class Trainer:
         return rollout
 
     def step(self, step: int) -> dict[str, float]:
-        """One RL step; returns its metrics."""
+        """One RL step; returns its metrics. Everything up to the advantages
+        only reads the train state; from there to the end the step is a
+        critical section (a Ctrl-C waits for it, see `interrupts`)."""
         run = self.run
         key = jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), step)
         sample_key, shuffle_key = jax.random.split(key)
@@ -169,27 +181,32 @@ class Trainer:
             keep = self._filter(rollout)
             if keep is not None:
                 rollout = row_transforms.weigh_out_rejected(rollout, keep)
-        targets, algo_state = self._advantages(rollout, self.state.algo_state)
-        targets = host_readable(targets)
-        self.state = self.state.replace(algo_state=algo_state)
-        update_metrics = []
-        for minibatch, minibatch_targets in handoff.minibatches(
-            rollout, targets, epochs=run.epochs, count=run.minibatches, key=shuffle_key, mesh=self.mesh
-        ):
-            self.state, metrics = self._update(self.state, minibatch, minibatch_targets)
-            update_metrics.append(host_readable(metrics))
-        if self.algo.post_update is not None:
-            self.state = self.state.replace(
-                algo_state=self.algo.post_update(self.state.algo_state, update_metrics[-1], self.cfg)
-            )
-        if run.ref_refresh_every and (step + 1) % run.ref_refresh_every == 0:
-            if self.prev_ref_params is not None:
-                self.prev_ref_params = self.ref_params
-            self.ref_params = jax.tree.map(jnp.copy, self.state.params)
-        t2 = time.time()
-        return step_metrics(rollout, targets, update_metrics, sampled_tokens, t1 - t0, t2 - t1) | {
-            "sampling_rounds": float(rounds),
-        }
+        with self._guard.critical():
+            targets, algo_state = self._advantages(rollout, self.state.algo_state)
+            targets = host_readable(targets)
+            self.state = self.state.replace(algo_state=algo_state)
+            update_metrics = []
+            for minibatch, minibatch_targets in handoff.minibatches(
+                rollout, targets, epochs=run.epochs, count=run.minibatches, key=shuffle_key, mesh=self.mesh
+            ):
+                self.state, metrics = self._update(self.state, minibatch, minibatch_targets)
+                update_metrics.append(host_readable(metrics))
+            if self.algo.post_update is not None:
+                self.state = self.state.replace(
+                    algo_state=self.algo.post_update(self.state.algo_state, update_metrics[-1], self.cfg)
+                )
+            if run.ref_refresh_every and (step + 1) % run.ref_refresh_every == 0:
+                if self.prev_ref_params is not None:
+                    self.prev_ref_params = self.ref_params
+                self.ref_params = jax.tree.map(jnp.copy, self.state.params)
+            jax.block_until_ready(self.state)
+            metrics = step_metrics(rollout, targets, update_metrics, sampled_tokens, t1 - t0, time.time() - t1) | {
+                "sampling_rounds": float(rounds),
+            } | nonfinite_update(update_metrics)
+            # Set together with the update, so an interrupt at any later point
+            # saves (and logs) exactly the steps applied.
+            self.completed_steps, self.unwritten_metrics = step + 1, metrics
+        return metrics
 
     def evaluate(self) -> dict[str, float]:
         """Greedy accuracy and mean reward on the held-out prompts."""
@@ -198,45 +215,65 @@ class Trainer:
     # -- the loop -------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
+        """Run to `run.steps` and return the summary. Ctrl-C saves the updates
+        applied so far and raises `TrainingInterrupted`; a non-finite update
+        raises `NonFiniteTraining` with the newest checkpoint left intact."""
         run = self.run
-        ckpt = Checkpointer(self.run_dir / "checkpoints")
-        start = 0
-        if run.resume and ckpt.latest_step() is not None:
-            start = self.restore(ckpt)
-            self.log(f"resumed from step {start} in {self.run_dir}")
-        elif run.sft_steps:
-            self.warm_start()
-        if self.primary:
-            (self.run_dir / "config.json").write_text(json.dumps(self.meta(start), indent=2, default=str))
-        writer = MetricsWriter(self.run_dir, tensorboard=run.tensorboard, append=start > 0, enabled=self.primary)
-        started = time.time()
-        first_eval = last_eval = None
-        if start == 0:
-            first_eval = last_eval = writer.write(0, self.evaluate())
-            self.log(f"step 0: held-out accuracy {first_eval['eval_accuracy']:.3f}")
-        progress = Progress(run.steps, start, enabled=run.progress and self.primary)
-        step = start
+        ckpt = Checkpointer(self.run_dir / "checkpoints", primary=self.primary)
+        writer = progress = None
+        self.completed_steps = self.unwritten_metrics = None
         try:
-            for step in range(start, run.steps):
-                metrics = self.step(step)
-                if run.eval_every and ((step + 1) % run.eval_every == 0 or step + 1 == run.steps):
-                    last_eval = self.evaluate()
-                    metrics |= last_eval
-                writer.write(step + 1, metrics)
-                progress.update(step + 1, metrics)
-                if run.checkpoint_every and (step + 1) % run.checkpoint_every == 0:
-                    ckpt.save(step + 1, self.saved_state(), self.meta(step + 1))
-            step = run.steps
+            with InterruptGuard(self.log) as self._guard:
+                self.completed_steps = start = self._begin(ckpt)
+                writer = MetricsWriter(self.run_dir, tensorboard=run.tensorboard, append=start > 0, enabled=self.primary)
+                started = time.time()
+                first_eval = last_eval = None
+                if start == 0:
+                    first_eval = last_eval = writer.write(0, self.evaluate())
+                    self.log(f"step 0: held-out accuracy {first_eval['eval_accuracy']:.3f}")
+                progress = Progress(run.steps, start, enabled=run.progress and self.primary)
+                skipped = 0
+                for step in range(start, run.steps):
+                    metrics = self.step(step)
+                    done = step + 1
+                    if metrics["updates_skipped"]:
+                        skipped += 1
+                        self._check_skip_budget(done, metrics, skipped, ckpt)
+                    if run.eval_every and (done % run.eval_every == 0 or done == run.steps):
+                        last_eval = self.evaluate()
+                        metrics = metrics | last_eval
+                    with self._guard.critical():
+                        writer.write(done, metrics)
+                        self.unwritten_metrics = None
+                        progress.update(done, metrics)
+                        if run.checkpoint_every and done % run.checkpoint_every == 0:
+                            ckpt.save(done, self.saved_state(), self.meta(done))
+                with self._guard.critical():
+                    if ckpt.latest_step() != run.steps:
+                        ckpt.save(run.steps, self.saved_state(), self.meta(run.steps))
+        except AbortedWithoutSaving:
+            raise TrainingInterrupted(
+                f"stopped without saving; the newest checkpoint is step {ckpt.latest_step()} in {self.run_dir}"
+            ) from None
         except KeyboardInterrupt:
-            self.log(f"\ninterrupted: saving a checkpoint at step {step} in {self.run_dir}")
-            ckpt.save(step, self.saved_state(), self.meta(step))
-            raise
+            done = self.completed_steps
+            if done is None:
+                raise TrainingInterrupted(f"interrupted before training started; {self.run_dir} is unchanged") from None
+            with InterruptGuard(self.log) as self._guard, self._guard.critical():
+                if self.unwritten_metrics is not None and writer is not None:
+                    writer.write(done, self.unwritten_metrics)
+                if ckpt.latest_step() != done:
+                    ckpt.save(done, self.saved_state(), self.meta(done))
+            raise TrainingInterrupted(
+                f"interrupted: saved step {done} in {self.run_dir}; continue with --resume"
+            ) from None
         finally:
-            progress.close()
-            writer.close()
-        if ckpt.latest_step() != run.steps:
-            ckpt.save(run.steps, self.saved_state(), self.meta(run.steps))
-        ckpt.close()
+            self._guard = NO_GUARD
+            if progress is not None:
+                progress.close()
+            if writer is not None:
+                writer.close()
+            ckpt.close()
         plot = self.run_dir / "metrics.png"
         summary = {
             "algo": self.algo.name, "task": run.task, "model": run.model, "steps": run.steps,
@@ -249,6 +286,64 @@ class Trainer:
             plot_run(self.run_dir / "metrics.jsonl", plot, f"{self.algo.name} on {run.task}")
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _check_skip_budget(self, step: int, metrics: dict[str, float], skipped: int, ckpt: Checkpointer) -> None:
+        """Stop on a non-finite update once --skip-nonfinite-steps is used up."""
+        if skipped <= self.run.skip_nonfinite_steps:
+            self.log(f"step {step}: skipped a non-finite update ({skipped} of --skip-nonfinite-steps "
+                     f"{self.run.skip_nonfinite_steps})")
+            return
+        what = next((name for name in ("loss", "grad_norm") if not np.isfinite(metrics.get(name, 0.0))), "parameters")
+        raise NonFiniteTraining(
+            f"step {step}: non-finite {what} ({metrics.get(what, 'nan')}); the update was not applied and nothing "
+            f"of this step was written. The newest checkpoint (step {ckpt.latest_step()}) is intact. Lower "
+            f"--learning-rate, check the rewards, or pass --skip-nonfinite-steps N to skip such batches"
+        )
+
+    def _begin(self, ckpt: Checkpointer) -> int:
+        """The first step of this invocation: a fresh run (warm start) or,
+        with --resume, the newest intact checkpoint, with the run directory
+        checked and its config history and metrics brought in line."""
+        run = self.run
+        if run.resume:
+            meta = self.restore(ckpt)
+            start = int(meta["step"])
+            self._check_resumed_config(meta)
+            if self.primary:
+                metrics_log.truncate_after(self.run_dir / "metrics.jsonl", start)
+            self.log(f"resumed from step {start} in {self.run_dir}")
+        else:
+            if ckpt.steps():
+                raise ValueError(
+                    f"{self.run_dir} already holds a run (checkpoint at step {ckpt.latest_step()}): pass --resume "
+                    "to continue it, or choose another --run-dir"
+                )
+            start = 0
+            if run.sft_steps:
+                self.warm_start()
+        if self.primary:
+            record = self.meta(start)
+            (self.run_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
+            with (self.run_dir / "config_history.jsonl").open("a") as history:
+                history.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}, default=str) + "\n")
+        return start
+
+    def _check_resumed_config(self, meta: dict[str, Any]) -> None:
+        """Refuse settings that differ from the checkpoint's, unless allowed."""
+        now = self.meta(int(meta["step"]))
+        changes = [
+            f"--{name.replace('_', '-')} {before!r} -> {after!r}"
+            for section, exempt in (("run", RESUMABLE_CHANGES), ("algo_config", frozenset()))
+            for name, before, after in _differences(meta.get(section, {}), now[section], exempt)
+        ]
+        if not changes:
+            return
+        if not self.run.allow_config_change:
+            raise ValueError(
+                f"--resume with settings that differ from the checkpoint's ({'; '.join(changes)}); "
+                "pass --allow-config-change to accept them"
+            )
+        self.log(f"resuming with changed settings: {'; '.join(changes)}")
 
     # -- warm start, reference and checkpoints --------------------------------
 
@@ -273,12 +368,13 @@ class Trainer:
             saved["prev_ref_params"] = self.prev_ref_params
         return saved
 
-    def restore(self, ckpt: Checkpointer) -> int:
-        """Load the latest checkpoint of `ckpt`; returns its step."""
-        saved, meta = ckpt.restore(self.saved_state())
+    def restore(self, ckpt: Checkpointer) -> dict[str, Any]:
+        """Load the newest intact checkpoint of `ckpt` (falling back past
+        damaged ones, with a warning); returns its meta record."""
+        saved, meta = ckpt.restore(self.saved_state(), warn=self.log)
         self.state, self.ref_params = saved["train"], saved["ref_params"]
         self.prev_ref_params = saved.get("prev_ref_params")
-        return int(meta["step"])
+        return meta
 
     def meta(self, step: int) -> dict[str, Any]:
         return {
@@ -299,6 +395,23 @@ class Trainer:
             return jax.device_put(x, replicated)
 
         return jax.tree.map(place, tree)
+
+
+class NonFiniteTraining(RuntimeError):
+    """A non-finite update beyond --skip-nonfinite-steps: the run stopped."""
+
+
+def _differences(before: dict[str, Any], after: dict[str, Any], exempt: frozenset[str]):
+    """(name, before, after) of settings that differ, compared as JSON."""
+    as_json = lambda value: json.loads(json.dumps(value, default=str))  # noqa: E731  (tuples vs lists)
+    for name in sorted(set(before) | set(after)):
+        if name not in exempt and as_json(before.get(name)) != as_json(after.get(name)):
+            yield name, before.get(name), after.get(name)
+
+
+def nonfinite_update(update_metrics: list[dict[str, Any]]) -> dict[str, float]:
+    """How many of a step's minibatch updates were skipped as non-finite."""
+    return {"updates_skipped": float(sum(float(m["update_skipped"]) for m in update_metrics))}
 
 
 def logged_advantage(targets: Any) -> jax.Array:

@@ -24,8 +24,8 @@ def load_policy(name: str, *, seed: int, mesh, value_head: bool = False):
             raise ValueError(f"preset {name} has too small a vocabulary for the byte tokenizer")
         model, chat = None, False
     elif os.path.isdir(name):
+        tokenizer = HFTokenizer.from_dir(name)  # before the weights: missing tokenizer files fail in a moment
         model, cfg = load_hf(name, mesh=mesh)
-        tokenizer = HFTokenizer.from_dir(name)
         chat = True
     else:
         raise ValueError(

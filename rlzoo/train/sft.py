@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlzoo import ops
-from rlzoo.checkpoint import Checkpointer
+from rlzoo.checkpoint import CheckpointError, Checkpointer
 from rlzoo.experience.prompts import encode_prompt
 from rlzoo.rollout import Rollout
-from rlzoo.sharding import shard_batch
+from rlzoo.sharding import is_primary, shard_batch
 from rlzoo.tasks import Task
 from rlzoo.train.config import RunConfig
 from rlzoo.train.progress import Progress
@@ -86,12 +86,16 @@ def cached_sft(graphdef, state: TrainState, run: RunConfig, task: Task, tokenize
                *, log=print, progress: bool = True):
     """The warm-start params for these settings: from the cache, or trained and cached."""
     cache = pathlib.Path(run.cache_dir or os.path.expanduser("~/.cache/rlzoo")) / "sft" / cache_key(run, value_head)
-    ckpt = Checkpointer(cache, max_to_keep=1)
+    ckpt = Checkpointer(cache, max_to_keep=1, primary=is_primary())
     try:
+        trained = None
         if ckpt.latest_step() is not None:
-            trained, _ = ckpt.restore(state.params)
-            log(f"warm start: reusing cached SFT weights from {cache}")
-        else:
+            try:
+                trained, _ = ckpt.restore(state.params, warn=log)
+                log(f"warm start: reusing cached SFT weights from {cache}")
+            except CheckpointError:
+                log(f"warm start: the cache in {cache} is damaged; training again")
+        if trained is None:
             trained = train_sft(graphdef, state, run, task, tokenizer, chat, mesh, progress=progress)
             ckpt.save(run.sft_steps, trained, {"steps": run.sft_steps})
             log(f"warm start: {run.sft_steps} SFT steps cached in {cache}")
