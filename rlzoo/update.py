@@ -108,7 +108,8 @@ def make_update(
 
     An update whose loss, gradient norm or new parameters are non-finite is
     not applied (the returned state equals the input) and reports
-    `update_skipped = 1`."""
+    `update_skipped = 1`; a minibatch with no trained token (all rows weighed
+    out) is not applied either."""
     stats_fn = policy_stats_fn(graphdef, outputs, temperature, topk)
 
     def loss_fn(params, rollout, adv, algo_state):
@@ -143,9 +144,12 @@ def make_update(
         new_state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
         # A non-finite loss, gradient or result is never applied: the state
         # stays as it was, and the trainer decides whether to stop or skip.
+        # Nor is a minibatch without a trained token (every group weighed
+        # out): its zero gradient would still move AdamW's moments and weights.
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"]) & tree_all_finite(params)
+        trained = jnp.any((rollout.sample_weight[:, None] > 0) & rollout.loss_mask)
         metrics["update_skipped"] = 1.0 - finite.astype(jnp.float32)
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite & trained, new, old), new_state, state)
         return new_state, metrics
 
     return update

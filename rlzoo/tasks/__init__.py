@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import inspect
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -102,7 +103,15 @@ def get_task(name: str, **kwargs) -> Task:
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownTaskError(f"unknown task {name!r}.{hint} Available tasks: {', '.join(list_tasks())}.")
     module, attr = _TASKS[key].split(":")
-    return getattr(importlib.import_module(module), attr)(**kwargs)
+    task_class = getattr(importlib.import_module(module), attr)
+    accepted = [n for n, p in inspect.signature(task_class).parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        close = [m for u in unknown for m in difflib.get_close_matches(u, accepted, n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"task {key} takes no option(s) {', '.join(unknown)}{hint}; its options: {', '.join(accepted)}")
+    return task_class(**kwargs)
 
 
 def weighted_total(components: dict[str, float], weights: dict[str, float]) -> dict[str, float]:

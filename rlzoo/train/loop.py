@@ -78,6 +78,11 @@ class Trainer:
             run.model, seed=run.seed, mesh=self.mesh, value_head="values" in self.outputs
         )
         self.graphdef, params = nnx.split(model)
+        if run.preference_data is None:
+            self._check_lengths()
+        elif run.preference_max_length > self.model_cfg.max_seq_len:
+            raise ValueError(f"--preference-max-length {run.preference_max_length} exceeds the model's context "
+                             f"of {self.model_cfg.max_seq_len} tokens")
         self.sampler = Sampler()
         self.sampling = SamplingSettings(run.max_new_tokens, run.temperature, run.top_k, run.top_p)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +107,27 @@ class Trainer:
         """Steps whose update has been applied (set inside the update's critical section)."""
         self.unwritten_metrics: dict[str, float] | None = None
         self._compile()
+
+    def _check_lengths(self, sample: int = 64) -> None:
+        """Refuse a generation budget the model's context cannot hold, and
+        warn when reference solutions need more tokens than the budget (their
+        completions would be cut and score 0), from measured lengths."""
+        run, context = self.run, self.model_cfg.max_seq_len
+        examples = self.task.train_examples(np.random.default_rng(run.seed), sample) + self.task.eval_examples()[:sample]
+        longest_prompt = max(len(prompts.encode_prompt(self.tokenizer, e.prompt, self.chat)) for e in examples)
+        if longest_prompt + run.max_new_tokens > context:
+            raise ValueError(
+                f"--max-new-tokens {run.max_new_tokens} plus the longest prompt ({longest_prompt} tokens) exceeds "
+                f"the model's context of {context} tokens; use --max-new-tokens {max(context - longest_prompt, 1)} or less"
+            )
+        needed = sorted(len(self.tokenizer.encode(e.solution)) + 1 for e in examples)  # + EOS
+        too_long = sum(n > run.max_new_tokens for n in needed)
+        if too_long:
+            self.log(
+                f"warning: {too_long} of {len(needed)} sampled reference solutions need more than --max-new-tokens "
+                f"{run.max_new_tokens} tokens (median {needed[len(needed) // 2]}, longest {needed[-1]}, with EOS); "
+                f"their completions will be cut off and score 0. Use --max-new-tokens {needed[-1]}"
+            )
 
     def _compile(self) -> None:
         temperature = max(self.run.temperature, 1e-6)
