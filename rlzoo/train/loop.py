@@ -23,7 +23,9 @@ Batch sizes are stated in both units: `prompts_per_step` prompts, each with
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import pathlib
 import time
 from typing import Any, Callable
 
@@ -62,9 +64,14 @@ class Trainer:
         self.log = log if self.primary else lambda message: None
         self.algo: Algorithm = get_algorithm(run.algo, advantage=run.advantage)
         self.run_dir = run.resolved_run_dir()
+        if run.run_dir is None and not run.resume:
+            # The default directory of an earlier run is kept: a new one gets the next free name.
+            default, self.run_dir = self.run_dir, next(d for d in _candidates(self.run_dir) if not _holds_checkpoints(d))
+            if self.run_dir != default:
+                self.log(f"{default} holds an earlier run (kept); this run writes to {self.run_dir}")
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise NotADirectoryError(f"--run-dir {self.run_dir} is a file; pass a directory")
-        if run.resume and not any(p.name.isdigit() for p in (self.run_dir / "checkpoints").glob("*")):
+        if run.resume and not _holds_checkpoints(self.run_dir):
             raise ValueError(f"--resume: no checkpoint in {self.run_dir}; drop --resume to start a fresh run")
         self.cfg = algo_cfg if algo_cfg is not None else self.algo.Config()
         self.outputs = self.algo.policy_outputs(self.cfg)
@@ -421,6 +428,15 @@ class Trainer:
             return jax.device_put(x, replicated)
 
         return jax.tree.map(place, tree)
+
+
+def _holds_checkpoints(run_dir: pathlib.Path) -> bool:
+    return any(p.name.isdigit() for p in (run_dir / "checkpoints").glob("*"))
+
+
+def _candidates(run_dir: pathlib.Path):
+    yield run_dir
+    yield from (run_dir.with_name(f"{run_dir.name}-{n}") for n in itertools.count(2))
 
 
 class NonFiniteTraining(RuntimeError):

@@ -202,6 +202,17 @@ def test_resume_refuses_changed_settings_and_keeps_the_config_history(tmp_path):
         Trainer(run_config(tmp_path, steps=2)).train()
 
 
+def test_a_new_run_keeps_an_earlier_run_in_the_default_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = {**TINY, "cache_dir": str(tmp_path / "cache"), "steps": 1}
+    first = Trainer(RunConfig(**settings)).train()["run_dir"]
+    log = []
+    second = Trainer(RunConfig(**settings), log=log.append).train()["run_dir"]
+    assert (first, second) == ("runs/grpo-arithmetic-0", "runs/grpo-arithmetic-0-2")
+    assert "holds an earlier run (kept)" in log[0]
+    assert (tmp_path / first / "checkpoints" / "1" / MANIFEST).is_file()
+
+
 def test_a_run_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "run").write_text("not a directory")
     with pytest.raises(NotADirectoryError, match="is a file"):
