@@ -418,12 +418,15 @@ class Trainer:
 
     def _on_mesh(self, tree):
         """Replicate over the mesh every leaf that is not already laid out on it
-        (scalars, RNG, algorithm state), so jitted steps see one device set."""
-        devices = set(self.mesh.devices.flat)
+        (scalars, RNG, algorithm state). A leaf on the right devices with
+        another kind of sharding (a single-device one, on a 1-device mesh)
+        is placed too: the first update would return it as a NamedSharding
+        and so recompile every jitted function of the second step."""
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
 
         def place(x):
-            if isinstance(x, jax.Array) and x.sharding.device_set == devices:
+            if isinstance(x, jax.Array) and isinstance(x.sharding, jax.sharding.NamedSharding) \
+                    and x.sharding.mesh == self.mesh:
                 return x
             return jax.device_put(x, replicated)
 
