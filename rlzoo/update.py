@@ -99,12 +99,15 @@ def make_update(
     microbatches: int = 1,
     temperature: float = 1.0,
     reduction: Reductions = lambda name: "sum" if name == "loss" else "mean",
+    on_policy: bool = False,
 ) -> Callable[[TrainState, Rollout, Any], tuple[TrainState, dict[str, jax.Array]]]:
     """The un-jitted update function; the trainer jits it with its shardings.
 
     `outputs` are the PolicyStats extras the loss reads (Algorithm.policy_outputs),
     `topk` their top-k size; `targets` is the advantage [B, T] or a pytree of
-    per-row arrays; `reduction` says how each metric combines over microbatches.
+    per-row arrays; `reduction` says how each metric combines over microbatches;
+    `on_policy`: the rollout was sampled from these very parameters (one epoch,
+    one minibatch), so its behaviour log-probs are stop_gradient(current).
 
     An update whose loss, gradient norm or new parameters are non-finite is
     not applied (the returned state equals the input) and reports
@@ -113,7 +116,12 @@ def make_update(
     stats_fn = policy_stats_fn(graphdef, outputs, temperature, topk)
 
     def loss_fn(params, rollout, adv, algo_state):
-        return loss(stats_fn(params, rollout.tokens), rollout, adv, algo_state)
+        stats = stats_fn(params, rollout.tokens)
+        if on_policy:  # the behaviour policy is the current one: ratio exactly 1, no recompute
+            rollout = rollout.replace(
+                behaviour_logprobs=jnp.where(rollout.loss_mask, jax.lax.stop_gradient(stats.logprobs), 0.0)
+            )
+        return loss(stats, rollout, adv, algo_state)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

@@ -15,7 +15,7 @@ from rlzoo.sharding import shard_batch
 from rlzoo.tokenizers import ByteTokenizer
 from rlzoo.experience.segments import sentence_end_ids, sentence_segment_ids
 from rlzoo.train import RunConfig, Trainer
-from rlzoo.update import algorithm_loss, make_update
+from rlzoo.update import algorithm_loss, make_update, policy_stats_fn
 
 TINY = dict(
     model="tiny", prompts_per_step=4, samples_per_prompt=4, max_new_tokens=4, eval_size=8,
@@ -111,8 +111,8 @@ def test_moving_reference_extrapolates_the_two_newest_iterates(tmp_path):
     assert trainer.prev_ref_params is first_iterate
     examples = trainer.task.train_examples(np.random.default_rng(0), 2)
     rollout = trainer.with_logprobs(trainer.sample(examples, 4, jax.random.key(3)), 1)
-    latest = np.asarray(trainer.forwards.behaviour(trainer.ref_params, rollout.tokens).logprobs)
-    previous = np.asarray(trainer.forwards.behaviour(first_iterate, rollout.tokens).logprobs)
+    latest = np.asarray(trainer.forwards.reference(trainer.ref_params, rollout.tokens).logprobs)
+    previous = np.asarray(trainer.forwards.reference(first_iterate, rollout.tokens).logprobs)
     assert np.abs(latest - previous)[np.asarray(rollout.loss_mask)].max() > 0, "the iterates should differ"
     alpha = trainer.cfg.alpha
     expected = np.where(rollout.loss_mask, (1 + alpha) * latest - alpha * previous, 0.0)
@@ -237,3 +237,40 @@ def test_a_filter_that_is_switched_off_draws_one_batch(tmp_path):
                       get_algorithm("dapo").make_config(dynamic_sampling=False))
     rollout, _, rounds = trainer.collect(0, jax.random.key(0))
     assert rounds == 1 and rollout.batch_size == trainer.run.completions_per_step
+
+
+@pytest.mark.parametrize("settings, algo_settings, behaviour, reference", [
+    ({}, {"kl_coef": 0.0}, False, False),            # GRPO at kl_coef 0, one pass: neither forward runs
+    ({}, {"kl_coef": 0.04}, False, True),            # the KL term reads the reference
+    ({"epochs": 2}, {"kl_coef": 0.0}, True, False),  # a second pass is off-policy: recompute
+    ({"minibatches": 2}, {"kl_coef": 0.0}, True, False),  # so is the second minibatch
+    ({"top_k": 5}, {"kl_coef": 0.0}, True, False),   # the sampler's log-probs are of the truncated distribution
+])
+def test_only_the_forwards_the_run_reads(tmp_path, settings, algo_settings, behaviour, reference):
+    trainer = Trainer(run_config(tmp_path, **settings), get_algorithm("grpo").Config(**algo_settings))
+    assert (trainer.forwards.behaviour is not None, trainer.forwards.reference is not None) == (behaviour, reference)
+    metrics = trainer.step(0)
+    assert ("kl" in metrics) == reference, "KL to the reference is logged exactly when it is computed"
+
+
+def test_an_on_policy_update_equals_the_one_with_recomputed_logprobs(tmp_path):
+    """stop_gradient(current log-probs) in place of the recompute: the same
+    loss and gradient, since both are the current policy's log-probs."""
+    trainer = Trainer(run_config(tmp_path), get_algorithm("grpo").Config(kl_coef=0.0))
+    examples = trainer.task.train_examples(np.random.default_rng(0), 4)
+    sampled = trainer.sample(examples, 4, jax.random.key(1)).with_normaliser()
+    current = jax.jit(policy_stats_fn(trainer.graphdef, frozenset(), trainer.run.temperature))
+    recomputed = sampled.replace(behaviour_logprobs=jax.numpy.where(
+        sampled.loss_mask, current(trainer.state.params, sampled.tokens).logprobs, 0.0))
+    assert np.abs(np.asarray(recomputed.behaviour_logprobs - sampled.behaviour_logprobs)).max() > 0, \
+        "the sampler's log-probs come from another computation"
+    adv = jax.numpy.where(sampled.loss_mask, jax.random.normal(jax.random.key(2), sampled.loss_mask.shape), 0.0)
+    loss = algorithm_loss(trainer.algo, trainer.cfg)
+    on = jax.jit(make_update(trainer.graphdef, loss, optax.sgd(1.0), on_policy=True))
+    off = jax.jit(make_update(trainer.graphdef, loss, optax.sgd(1.0)))
+    new_on, m_on = on(trainer.state, sampled, adv)
+    new_off, m_off = off(trainer.state, recomputed, adv)
+    np.testing.assert_allclose(float(m_on["loss"]), float(m_off["loss"]), rtol=1e-5, atol=1e-7)
+    assert float(m_on["ratio_max"]) == 1.0 and float(m_on["clip_frac"]) == 0.0
+    assert_params_close(jax.tree.leaves(jax.device_get(new_on.params)), jax.tree.leaves(jax.device_get(new_off.params)),
+                        rtol=1e-4, atol=1e-6)

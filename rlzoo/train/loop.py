@@ -143,15 +143,28 @@ class Trainer:
         old_outputs = frozenset({"values"} & self.outputs) | (
             {"topk_logprobs"} if "old_topk_logprobs" in required else frozenset()
         )
-        behaviour = jax.jit(policy_stats_fn(self.graphdef, old_outputs, temperature, topk))
-        reference = jax.jit(policy_stats_fn(self.graphdef, frozenset(), temperature)) if old_outputs else behaviour
+        run = self.run
+        # Exactly on-policy: one pass over a batch just sampled with untruncated
+        # sampling, and nothing reads what only the recompute provides.
+        self.on_policy = (
+            run.epochs == 1 and run.minibatches == 1 and self.pairs is None and run.top_k == 0
+            and run.top_p == 1.0 and run.temperature > 0
+            and not {"old_values", "old_topk_logprobs", "inference_logprobs"} & required
+        )
+        logprobs_only = jax.jit(policy_stats_fn(self.graphdef, frozenset(), temperature))
+        behaviour = None
+        if not self.on_policy:
+            behaviour = jax.jit(policy_stats_fn(self.graphdef, old_outputs, temperature, topk)) if old_outputs else logprobs_only
         moving = None
         if self.algo.reference_logprobs is not None:
             moving = lambda latest, previous: self.algo.reference_logprobs(latest, previous, self.cfg)  # noqa: E731
-        self.forwards = fwd.Forwards(behaviour=behaviour, reference=reference, moving_reference=moving)
+        reads_reference = "ref_logprobs" in required or moving is not None
+        self.forwards = fwd.Forwards(behaviour=behaviour, reference=logprobs_only if reads_reference else None,
+                                     moving_reference=moving)
         update = make_update(
             self.graphdef, algorithm_loss(self.algo, self.cfg), self.optimizer, outputs=self.outputs, topk=topk,
-            microbatches=self.run.microbatches, temperature=temperature, reduction=self.algo.reduction,
+            microbatches=run.microbatches, temperature=temperature, reduction=self.algo.reduction,
+            on_policy=self.on_policy,
         )
         self._update = jax.jit(update, donate_argnums=0)
         self._advantages = jax.jit(lambda r, s: self.algo.advantages(r, self.cfg, s))
