@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import collections
 
+import jax
+
 import pytest
 from jax import monitoring
 
 from rlzoo import get_algorithm
 from rlzoo.train import RunConfig, Trainer
+from rlzoo.train.setup import enable_compilation_cache
 
 # Fired once per lowering to MLIR: each jit cache miss, whether or not the
 # persistent cache then supplies the executable.
@@ -51,3 +54,18 @@ def test_no_compilation_after_the_first_step(tmp_path, algo, settings, algo_sett
     assert _counts["step 0"] > 0, "the listener sees compilations"
     later = {name: _counts[name] for name in ("step 1", "eval again", "step 2")}
     assert later == {"step 1": 0, "eval again": 0, "step 2": 0}, f"recompiled after the first step: {later}"
+
+
+def test_compiled_programs_are_cached_in_the_user_cache_unless_a_cache_is_chosen(tmp_path):
+    chosen = jax.config.jax_compilation_cache_dir
+    minimum = jax.config.jax_persistent_cache_min_compile_time_secs
+    try:
+        enable_compilation_cache(tmp_path)
+        assert jax.config.jax_compilation_cache_dir == chosen, "a directory already chosen is kept"
+        jax.config.update("jax_compilation_cache_dir", None)
+        enable_compilation_cache(tmp_path)
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+    finally:
+        jax.config.update("jax_compilation_cache_dir", chosen)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", minimum)

@@ -102,7 +102,9 @@ class RunConfig(ConfigBase):
     sft_learning_rate: float = setting(3e-3, gt=0.0)
     """AdamW learning rate of the warm start."""
     cache_dir: str | None = None
-    """Where warm starts are cached (default ~/.cache/rlzoo)."""
+    """Where warm starts and compiled programs are cached (default
+    ~/.cache/rlzoo; compiled programs go to <cache_dir>/jax unless
+    JAX_COMPILATION_CACHE_DIR or jax's config already names a directory)."""
     mesh_data: int = setting(-1, ge=-1)
     """Mesh size of the data axis (-1: all remaining devices)."""
     mesh_fsdp: int = setting(1, ge=1)
@@ -144,6 +146,9 @@ class RunConfig(ConfigBase):
     @property
     def completions_per_step(self) -> int:
         return self.prompts_per_step * self.samples_per_prompt
+
+    def resolved_cache_dir(self) -> pathlib.Path:
+        return pathlib.Path(self.cache_dir or pathlib.Path("~/.cache/rlzoo").expanduser())
 
     def resolved_run_dir(self) -> pathlib.Path:
         name = self.algo if self.advantage is None else f"{self.algo}+{self.advantage}"

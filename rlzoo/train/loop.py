@@ -49,7 +49,7 @@ from rlzoo.train.config import RESUMABLE_CHANGES, RunConfig
 from rlzoo.train.interrupts import NO_GUARD, AbortedWithoutSaving, InterruptGuard, TrainingInterrupted
 from rlzoo.train.evaluate import evaluate
 from rlzoo.train.progress import Progress
-from rlzoo.train.setup import load_policy, make_task
+from rlzoo.train.setup import enable_compilation_cache, load_policy, make_task
 from rlzoo.train.sft import cached_sft
 from rlzoo.update import TrainState, algorithm_loss, make_optimizer, make_update, policy_stats_fn
 
@@ -59,6 +59,7 @@ class Trainer:
 
     def __init__(self, run: RunConfig, algo_cfg: Any = None, *, log: Callable[[str], None] = print):
         initialize_distributed(run.coordinator_address, run.num_processes, run.process_id)
+        enable_compilation_cache(run.resolved_cache_dir())
         self.run = run
         self.primary = is_primary()  # the one process that writes run files and logs
         self.log = log if self.primary else lambda message: None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+
 from rlzoo.policy import PRESETS, create_model, load_hf, load_smollm2
 from rlzoo.tasks import Task, get_task
 from rlzoo.tokenizers import ByteTokenizer, HFTokenizer
@@ -37,6 +39,16 @@ def load_policy(name: str, *, seed: int, mesh, value_head: bool = False):
         cfg = cfg.replace(value_head=value_head)
         model = create_model(cfg, seed=seed, mesh=mesh)
     return model, cfg, tokenizer, chat
+
+
+def enable_compilation_cache(cache_dir) -> None:
+    """Cache every compiled program on disk (a rerun of the same shapes then
+    skips XLA), unless the user already chose a cache directory."""
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
+        # jax caches only programs that took over a second by default; a
+        # run's many small ones add up to most of its first step.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def make_task(name: str, options: dict, data_dir: str | None) -> Task:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -85,7 +83,7 @@ def train_sft(graphdef, state: TrainState, run: RunConfig, task: Task, tokenizer
 def cached_sft(graphdef, state: TrainState, run: RunConfig, task: Task, tokenizer, chat: bool, mesh, value_head: bool,
                *, log=print, progress: bool = True):
     """The warm-start params for these settings: from the cache, or trained and cached."""
-    cache = pathlib.Path(run.cache_dir or os.path.expanduser("~/.cache/rlzoo")) / "sft" / cache_key(run, value_head)
+    cache = run.resolved_cache_dir() / "sft" / cache_key(run, value_head)
     ckpt = Checkpointer(cache, max_to_keep=1, primary=is_primary())
     try:
         trained = None
