@@ -26,6 +26,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlzoo.policy.model import matmul_rows
 from rlzoo.rollout import PolicyStats
 
 Array = jax.Array
@@ -35,7 +36,7 @@ DEFAULT_CHUNK = 128
 
 def _chunk_stats(h: Array, w: Array, targets: Array, *, temperature, entropy: bool, topk: int):
     """Stats of one chunk: h [B, C, D], w [D, V], targets [B, C]."""
-    logits = jnp.dot(h, w, preferred_element_type=jnp.float32)
+    logits = matmul_rows(h, w, preferred_element_type=jnp.float32)
     if not (isinstance(temperature, (int, float)) and temperature == 1.0):
         logits = logits / temperature
     logp = jax.nn.log_softmax(logits, axis=-1)
