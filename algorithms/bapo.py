@@ -121,6 +121,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """PPO-clip with the batch's adaptive bounds [c_low, c_high]."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     weights = ops.token_weights(rollout, cfg.aggregation)
     clip_low, clip_high, share = adaptive_bounds(ratio, adv, weights, cfg)
@@ -128,6 +129,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics |= {"clip_low": clip_low, "clip_high": clip_high, "positive_share": share}
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)

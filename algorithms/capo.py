@@ -147,6 +147,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """GRPO's clipped surrogate over the tokens CAPO keeps, each row averaged over its kept tokens."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     logp = jax.lax.stop_gradient(stats.logprobs)
     keep = keep_mask(logp, jax.lax.stop_gradient(stats.topk_logprobs), adv, cfg)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
@@ -159,6 +160,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg, stats, kept, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["capo_masked_frac"] = ops.masked_mean((~keep).astype(jnp.float32), ops.weighted_mask(rollout))
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)

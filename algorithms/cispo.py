@@ -28,7 +28,9 @@ weights; with unbounded clipping it equals the gradient of the unclipped
 surrogate −r·Â (because ∇r = r ∇log π), though the loss values differ.
 
 Equivalents: TRL `GRPOTrainer(loss_type="cispo", epsilon_high=1 + ε_high^IS)`
-(TRL's `epsilon_high` is the absolute cap on r, with no lower bound);
+(TRL's `epsilon_high` is the absolute cap on r, with no lower bound; with
+beta > 0 TRL 1.16 by default weights the KL term by the unclipped token
+ratio r, `kl_importance_weighted=True` here, off by default);
 verl `loss_mode=cispo` (`clip_ratio_low/high` as 1 ∓ ε, aggregation from
 `loss_agg_mode`).
 
@@ -71,12 +73,14 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−J(θ) = −Σ w_t sg(r̂_t) Â_t log π_θ(y_t)."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     low = 0.0 if cfg.eps_low_is is None else 1.0 - cfg.eps_low_is
     weight = jax.lax.stop_gradient(jnp.clip(ratio, low, 1.0 + cfg.eps_high_is))
     total, metrics = ops.reinforce_loss(
         stats, rollout, weight * adv, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     return total, metrics | ops.ratio_metrics(ratio, weight != ratio, rollout)
 

@@ -73,6 +73,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """GRPO's clipped surrogate with k random high-covariance tokens dropped."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     pg, clipped = ops.clipped_surrogate(ratio, adv, *cfg.clip_bounds)
     valid = ops.weighted_mask(rollout) > 0
@@ -84,6 +85,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["cov_drop_frac"] = ops.masked_mean(dropped.astype(jnp.float32), valid)
     metrics["cov_mean"] = ops.masked_mean(cov, valid)

@@ -76,6 +76,7 @@ class Config(pieces.Pairing):
 
 def loss(stats, rollout, targets, cfg: Config, state):
     """Mean over pairs of (ΔR − βΔh)² = (R^π_β(y) − R^π_β(y'))²."""
+    stats, rollout, _ = ops.loss_inputs(stats, rollout)
     log_ratio = ops.sequence_sum(stats.logprobs - rollout.ref_logprobs, rollout.loss_mask)
     rewards = targets["row_targets"]
     total = ops.group_pair_regression(cfg.beta * log_ratio, rewards, rollout)

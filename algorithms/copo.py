@@ -137,6 +137,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """ℓ_clip(Â − w·A^loc) + ℓ_clip(w·A^loc) = (1 − w)ℓ_clip(A^glb) + w·ℓ_clip(A^loc), plus regularisers."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     local, weight, _ = local_part(rollout, cfg)
     local_adv = ops.broadcast_to_tokens(weight * local, rollout)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
@@ -146,6 +147,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg_global + pg_local, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["clip_frac_global"] = ops.masked_mean(clipped_global.astype(jnp.float32), ops.weighted_mask(rollout))
     metrics["blend_weight"] = ops.masked_mean(weight, rollout.sample_weight)

@@ -80,6 +80,7 @@ def cumulative_log_ratio(log_ratio, mask, mode: str = "cumprod"):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Clipped surrogate on the cumulative (prefix) ratio with position-scaled log bounds."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     mask = rollout.loss_mask
     log_ratio = ops.log_ratio(stats.logprobs, rollout.behaviour_logprobs)
     weight = ops.stop_gradient_ratio(cumulative_log_ratio(log_ratio, mask, cfg.ratio_mode), stats.logprobs)
@@ -92,6 +93,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["token_ratio_mean"] = ops.masked_mean(jnp.exp(log_ratio), ops.weighted_mask(rollout))
     return total, metrics | ops.ratio_metrics(weight, clipped, rollout)

@@ -152,6 +152,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.clipped_policy_loss(
         stats, rollout, adv, cfg.aggregation, eps_low=eps_low, eps_high=eps_high,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["kept_frac"] = ops.masked_mean((adv != 0).astype(jnp.float32), ops.weighted_mask(rollout))
     return total, metrics

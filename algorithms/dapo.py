@@ -46,7 +46,9 @@ Closest relative: GRPO with kl_coef = 0. With ε_high = ε_low, aggregation
 seq-mean-token-mean, no shaping and no filtering, DAPO is GRPO with kl_coef = 0.
 
 Equivalents: TRL `GRPOTrainer(loss_type="dapo", epsilon_high=0.28, beta=0)`
-(TRL's default loss; its `mask_truncated_completions` is the paper's
+(TRL's default loss; should beta be set > 0, TRL 1.16 by default weights the
+KL term by the token ratio, `kl_importance_weighted=True` here, off by
+default; its `mask_truncated_completions` is the paper's
 "overlong filtering", and `trl.rewards.get_soft_overlong_punishment` the
 shaping reward); verl recipe `dapo`: `clip_ratio_low=0.2`,
 `clip_ratio_high=0.28`, `loss_agg_mode=token-mean`,
@@ -116,6 +118,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     return ops.clipped_policy_loss(
         stats, rollout, adv, cfg.aggregation, eps_low=eps_low, eps_high=eps_high,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
 
 

@@ -137,6 +137,7 @@ def clip_bounds(old_logp, eps_low: float, eps_high: float, ratio_cap: float):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Clipped surrogate with per-token dynamic bounds, dual clip, OTM aggregation."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     cap = cfg.ratio_cap if cfg.dual_clip is None else max(cfg.ratio_cap, cfg.dual_clip)
     lower, upper = clip_bounds(rollout.behaviour_logprobs, *cfg.clip_bounds, cap)
@@ -144,6 +145,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     mask = ops.weighted_mask(rollout)
     metrics["clip_upper_mean"] = ops.masked_mean(upper, mask)

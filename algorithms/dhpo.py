@@ -86,6 +86,7 @@ def mixing_weight(rollout, cfg: Config):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−min(r Â, r̂ Â) with the mixed raw and branch-clipped ratios."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     mask = rollout.loss_mask
     log_ratio = ops.log_ratio(stats.logprobs, rollout.behaviour_logprobs)
     token_ratio = jnp.exp(log_ratio)
@@ -102,6 +103,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     weights = ops.weighted_mask(rollout)
     metrics["seq_ratio_mean"] = ops.masked_mean(jax.lax.stop_gradient(seq_ratio), weights)

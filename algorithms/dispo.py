@@ -67,6 +67,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−sg(clip(ρ, 1 − ε_down^s, 1 + ε_up^s)) Â log π with s the sign of Â."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     correct = adv > 0
     low = jnp.where(correct, 1.0 - cfg.eps_down_correct, 1.0 - cfg.eps_down_incorrect)
@@ -75,6 +76,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     return ops.weighted_score_function_loss(
         stats, rollout, adv, weight, cfg.aggregation, clipped=weight != ratio,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
 
 

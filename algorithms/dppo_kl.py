@@ -72,6 +72,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Truncated-IS score-function loss on the tokens inside the binary-KL region."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     old = rollout.behaviour_logprobs
     divergence = binary_kl(old, stats.logprobs)
@@ -82,6 +83,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.weighted_score_function_loss(
         stats, rollout, adv, jnp.where(valid, weight, 0.0), cfg.aggregation,
         clipped=~valid, kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator,
+        kl_importance_weighted=cfg.kl_importance_weighted,
         entropy_coef=cfg.entropy_coef, norm_len=cfg.norm_len,
     )
     metrics["binary_kl"] = ops.masked_mean(divergence, ops.weighted_mask(rollout))

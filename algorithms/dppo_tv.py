@@ -67,6 +67,7 @@ advantages = dppo_kl.advantages  # the same group-centred advantages
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Truncated-IS score-function loss on the tokens inside the binary-TV region."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     shift = jnp.exp(stats.logprobs) - jnp.exp(rollout.behaviour_logprobs)
     valid = jnp.where(adv > 0, shift <= cfg.delta_high, shift >= -cfg.delta_low)
@@ -74,6 +75,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     return ops.weighted_score_function_loss(
         stats, rollout, adv, jnp.where(valid, weight, 0.0), cfg.aggregation,
         clipped=~valid, kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator,
+        kl_importance_weighted=cfg.kl_importance_weighted,
         entropy_coef=cfg.entropy_coef, norm_len=cfg.norm_len,
     )
 

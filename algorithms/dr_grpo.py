@@ -20,7 +20,9 @@ Closest relative: GRPO. Dr.GRPO = GRPO with `scale_rewards=False` and
 `aggregation="seq-mean-token-sum-norm"`.
 
 Equivalents: TRL `GRPOTrainer(loss_type="dr_grpo", scale_rewards="none")`
-(TRL normalises by `max_completion_length`); verl `adv_estimator=grpo`,
+(TRL normalises by `max_completion_length`; with beta > 0 TRL 1.16 weights
+the KL term by the token ratio by default, `kl_importance_weighted=True`
+here, off by default); verl `adv_estimator=grpo`,
 `norm_adv_by_std_in_grpo=False`, `loss_agg_mode=seq-mean-token-sum-norm`
 (`loss_scale_factor` = the constant).
 
@@ -60,6 +62,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
         stats, rollout, adv, "seq-mean-token-sum-norm",
         eps_low=eps_low, eps_high=eps_high, norm_len=cfg.norm_len,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
 
 

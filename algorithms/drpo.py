@@ -134,6 +134,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, targets, cfg: Config, state):
     """−J(θ) + β_KL·[KL̄ − δ]₊·KL̄ with the positive weights K·ŵ from the targets."""
+    stats, rollout, _ = ops.loss_inputs(stats, rollout)
     neg = targets["negative"]
     k = rollout.group_size
     scores = ops.sequence_mean(stats.logprobs, rollout.loss_mask)

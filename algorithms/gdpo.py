@@ -41,7 +41,8 @@ stay 0). `rewards` is not read: the components are the rewards.
 
 Equivalents: verl `algorithm.adv_estimator=gdpo` (`algorithm.gdpo_reward_keys`);
 TRL `GRPOTrainer(multi_objective_aggregation="normalize_then_sum",
-reward_weights=...)`.
+reward_weights=...)` (with beta > 0 see GRPO's note on TRL's default KL
+weighting, `kl_importance_weighted`).
 
 Verified against: `NVlabs/GDPO` `verl-GDPO/verl/trainer/ppo/ray_trainer.py`
 (`compute_advantage`, branch `gdpo`: per-reward `compute_grpo_outcome_advantage`,

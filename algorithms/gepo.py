@@ -81,6 +81,7 @@ def _weighted_mean(x, w):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Mean over groups of −log σ(mean_w r̂ − mean_l r̂) + λ Var_w r̂."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     win, lose = winners(rollout, cfg)
     reward = cfg.beta * ops.group_view(ops.sequence_scores(stats.logprobs, rollout), rollout.group_size)
     mean_win, mean_lose = _weighted_mean(reward, win), _weighted_mean(reward, lose)

@@ -67,6 +67,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−J(θ): −Â_i times the geometric mean of the clipped token ratios, mean over responses."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     log_ratio = ops.log_ratio(stats.logprobs, rollout.behaviour_logprobs)
     seq_adv = ops.sequence_mean(adv, rollout.loss_mask)
     bounded = jnp.clip(log_ratio, -cfg.clip_eps_low, cfg.clip_eps_high)
@@ -77,6 +78,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         ops.broadcast_to_tokens(-seq_adv * seq_ratio, rollout), stats, rollout, "seq-mean-token-mean",
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     return total, metrics | ops.ratio_metrics(jnp.exp(log_ratio), pessimistic != log_ratio, rollout)
 

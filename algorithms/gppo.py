@@ -57,6 +57,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Clip-higher surrogate whose clip bounds are (1 ∓ ε)·ρ/sg(ρ)."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     scale = ratio / jax.lax.stop_gradient(ratio)  # value 1, gradient ∇log π
     # clipped_surrogate clips to [1 − eps_low, 1 + eps_high]; these "eps" make
@@ -68,6 +69,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)
 

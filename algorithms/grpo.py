@@ -28,7 +28,11 @@ own `scale_rewards` and `std_ddof`. The estimator fields (`scale_rewards`,
 any other estimator (`rlzoo train --algo grpo --advantage bnpo`).
 
 Equivalents: TRL `GRPOTrainer(loss_type="grpo")` (TRL's `beta` is `kl_coef`
-here; note TRL's std epsilon 1e-4 and default beta = 0); verl
+here; note TRL's std epsilon 1e-4 and default beta = 0, and that with
+beta > 0 TRL 1.16 by default multiplies each token's KL term by the
+differentiable token ratio ρ_{i,t} (`use_bias_correction_kl=True`), which
+changes the KL gradient even on-policy: that is `kl_importance_weighted=True`
+here, off by default as in the paper's objective above); verl
 `adv_estimator=grpo`, `loss_mode=vanilla`,
 `loss_agg_mode=seq-mean-token-mean`, `use_kl_loss=True`,
 `kl_loss_type=low_var_kl`.
@@ -65,6 +69,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     return ops.clipped_policy_loss(
         stats, rollout, adv, cfg.aggregation, eps_low=eps_low, eps_high=eps_high, dual_clip=cfg.dual_clip,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
 
 

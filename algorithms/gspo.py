@@ -26,7 +26,12 @@ Closest relative: GRPO (token-level ratio and clip). GSPO-token
 within a response and additionally allows per-token advantages.
 
 Equivalents: TRL `GRPOTrainer(loss_type="grpo", importance_sampling_level="sequence",
-epsilon=3e-4, epsilon_high=4e-4)`; verl `loss_mode=gspo` (implemented in the
+epsilon=3e-4, epsilon_high=4e-4)` (with beta > 0 TRL 1.16 by default
+multiplies the KL term by the importance weight, here the sequence ratio s_i
+broadcast over the tokens; `kl_importance_weighted=True` weights each token's
+KL by its own token ratio, the DeepSeek-V3.2 correction, so the two agree
+only with TRL's `use_bias_correction_kl=False` and the option off, the
+default); verl `loss_mode=gspo` (implemented in the
 GSPO-token form with a forced seq-mean-token-mean aggregation, which for
 sequence-constant advantages is the same loss).
 
@@ -63,6 +68,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−J(θ): per-response clipped surrogate on s_i, mean over responses."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     seq_ratio = jnp.exp(ops.sequence_log_ratio(stats.logprobs, rollout.behaviour_logprobs, rollout.loss_mask))
     seq_adv = ops.sequence_mean(adv, rollout.loss_mask)
     per_row, clipped = ops.clipped_surrogate(seq_ratio, seq_adv, *cfg.clip_bounds)
@@ -71,6 +77,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         ops.broadcast_to_tokens(per_row, rollout), stats, rollout, "seq-mean-token-mean",
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     on_tokens = ops.broadcast_to_tokens(seq_ratio, rollout)
     clipped_tokens = ops.broadcast_to_tokens(clipped.astype(jnp.float32), rollout)

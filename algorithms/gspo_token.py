@@ -43,12 +43,14 @@ advantages = gspo.advantages
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−J(θ) with s_{i,t} = sg[s_i] · π_θ / sg[π_θ], seq-mean-token-mean."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     seq_log_ratio = ops.sequence_log_ratio(stats.logprobs, rollout.behaviour_logprobs, rollout.loss_mask)
     ratio = ops.stop_gradient_ratio(seq_log_ratio[:, None], stats.logprobs)
     pg, clipped = ops.clipped_surrogate(ratio, adv, *cfg.clip_bounds)
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, "seq-mean-token-mean",
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)
 

@@ -140,6 +140,7 @@ def redistribute(adv, h, ratio, eps_low, eps_high, beta: float):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Entropy-adaptive clipped surrogate with redistributed advantages."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     eps_low, eps_high = cfg.clip_bounds
     metrics = {}
@@ -154,6 +155,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, reg_metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     return total, metrics | reg_metrics | ops.ratio_metrics(ratio, clipped, rollout)
 

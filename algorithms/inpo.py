@@ -66,6 +66,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, targets, cfg: Config, state):
     """Mean over decided pairs of (margin of log π_θ over the mixed reference − 1/(2η))²."""
+    stats, rollout, _ = ops.loss_inputs(stats, rollout)
     mix = cfg.tau / cfg.eta
     anchor = rollout.behaviour_logprobs
     if mix:

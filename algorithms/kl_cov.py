@@ -63,6 +63,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−ρÂ on every token plus κ|log ρ| on the top-k covariance tokens."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     log_ratio = ops.log_ratio(stats.logprobs, rollout.behaviour_logprobs)
     ratio = jnp.exp(log_ratio)
     valid = ops.weighted_mask(rollout) > 0
@@ -75,6 +76,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["kl_cov_frac"] = ops.masked_mean(selected.astype(jnp.float32), valid)
     metrics["abs_log_ratio"] = ops.masked_mean(jnp.abs(log_ratio), valid)

@@ -125,6 +125,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Clipped surrogate, with −ρÂ + c·KL(π_θ ‖ π_proxy) on the selected sparks."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     logp = stats.logprobs
     ratio = ops.ratio(logp, rollout.behaviour_logprobs)
     pg, clipped = ops.clipped_surrogate(ratio, adv, *cfg.clip_bounds)
@@ -145,6 +146,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         per_token, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     mask = ops.weighted_mask(rollout)
     metrics["reg_frac"] = ops.masked_mean(selected.astype(jnp.float32), mask)

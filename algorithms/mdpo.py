@@ -94,6 +94,7 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−ρÂ + (1/t_k) KL̂(π_θ ‖ π_old) per token, aggregated."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     pg = -ratio * adv
     kl_old = kl_to_behaviour(stats.logprobs, rollout.behaviour_logprobs)
@@ -101,6 +102,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg + weight * kl_old, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["pg_loss"] = ops.aggregate(pg, rollout, cfg.aggregation)
     metrics["kl_old"] = ops.masked_mean(kl_old, ops.weighted_mask(rollout))

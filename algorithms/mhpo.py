@@ -99,6 +99,7 @@ def hazard_terms(psi, cfg: Config):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−exp(ψ(ρ) − ζ(ρ))·Â per token."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     log_ratio = ops.log_ratio(stats.logprobs, rollout.behaviour_logprobs)
     psi = log_fidelity(log_ratio, cfg.fidelity_scale)
     log_weight = psi
@@ -109,6 +110,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         -jnp.exp(log_weight) * adv, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     if cfg.hazard:
         mask = ops.weighted_mask(rollout)

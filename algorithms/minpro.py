@@ -70,6 +70,7 @@ def prefix_weight(log_ratio, mask, cap: float | None = 1.0):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """sg(m_t) times GRPO's clipped token surrogate."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     log_ratio = ops.log_ratio(stats.logprobs, rollout.behaviour_logprobs)
     ratio = jnp.exp(log_ratio)
     pg, clipped = ops.clipped_surrogate(ratio, adv, *cfg.clip_bounds)
@@ -77,6 +78,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         weight * pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["prefix_weight_mean"] = ops.masked_mean(weight, ops.weighted_mask(rollout))
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)

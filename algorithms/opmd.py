@@ -65,11 +65,13 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """REINFORCE plus τ (log π_θ − log π_old)² per token."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     pg = -adv * stats.logprobs
     penalty = jnp.square(stats.logprobs - rollout.behaviour_logprobs)
     total, metrics = ops.regularised_policy_loss(
         pg + cfg.tau * penalty, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["pg_loss"] = ops.aggregate(pg, rollout, cfg.aggregation)
     metrics["proximal_penalty"] = ops.masked_mean(penalty, ops.weighted_mask(rollout))

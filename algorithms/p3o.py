@@ -70,6 +70,7 @@ from rlzoo.registry import Algorithm, register
 
 @dataclasses.dataclass(frozen=True)
 class Config(pieces.RatioClip, pieces.KLPenalty, pieces.Pairing):
+    kl_in_loss = False  # the KL penalty is folded into the reward
     clip_mode: Literal["separate", "joint"] = "separate"
     """Clip each response's sequence ratio (separate) or the pair's relative ratio ρ(y₁)/ρ(y₂) (joint)."""
     kl_coef: float = pieces.setting(0.05, ge=0.0)

@@ -47,6 +47,7 @@ from rlzoo.registry import Algorithm, register
 
 @dataclasses.dataclass(frozen=True)
 class Config(pieces.PolicyLoss, pieces.DualClip):
+    kl_in_loss = False  # the KL penalty is folded into the reward
     gamma: float = pieces.setting(1.0, ge=0.0, le=1.0)
     """γ: discount over tokens."""
     lam: float = pieces.setting(0.95, ge=0.0, le=1.0)
@@ -81,13 +82,13 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, targets, cfg: Config, state):
     """L_π + c_V L_V, aggregated with `cfg.aggregation`."""
+    stats, rollout, returns = ops.loss_inputs(stats, rollout, targets["returns"])
     eps_low, eps_high = cfg.clip_bounds
     total, metrics = ops.clipped_policy_loss(
         stats, rollout, targets["advantages"], cfg.aggregation,
         eps_low=eps_low, eps_high=eps_high, dual_clip=cfg.dual_clip, entropy_coef=cfg.entropy_coef,
     )
     if cfg.vf_coef and stats.values is not None:
-        returns = targets["returns"]
         value_loss = jnp.square(stats.values - returns)
         if cfg.value_clip is not None and rollout.old_values is not None:
             clipped_values = rollout.old_values + jnp.clip(

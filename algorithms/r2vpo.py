@@ -101,10 +101,12 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """The Lagrangian −E[ρÂ] + λ (Var(ρ) − δ) at the current λ (no gradient to λ)."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     total, metrics = ops.regularised_policy_loss(
         -ratio * adv, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     variance = ratio_variance(ratio, rollout, cfg.center)
     lam = jax.lax.stop_gradient(state)

@@ -47,6 +47,7 @@ from rlzoo.registry import Algorithm, register
 
 @dataclasses.dataclass(frozen=True)
 class Config(pieces.KLPenalty, pieces.Pairing):
+    kl_in_loss = False  # the KL penalty is folded into the reward
     eta: float = pieces.setting(1.0, gt=0.0)
     """η: target log-ratio difference per unit of reward difference (official code default)."""
     kl_coef: float = pieces.setting(0.05, ge=0.0)

@@ -96,6 +96,7 @@ def in_region(ratio, adv, cfg: Config):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Masked, optionally weighted group-relative REINFORCE, token-mean."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     keep = in_region(ratio, adv, cfg)
     if cfg.weight == "none":
@@ -109,6 +110,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     return ops.weighted_score_function_loss(
         stats, rollout, adv, jnp.where(keep, weight, 0.0), cfg.aggregation,
         clipped=~keep, kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
 
 

@@ -53,6 +53,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     return ops.reinforce_loss(
         stats, rollout, adv, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
 
 

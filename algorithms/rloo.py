@@ -33,6 +33,7 @@ from rlzoo.registry import Algorithm, register
 
 @dataclasses.dataclass(frozen=True)
 class Config(pieces.KLPenalty, pieces.EntropyBonus, pieces.TokenAggregation):
+    kl_in_loss = False  # the KL penalty is folded into the reward
     kl_estimator: ops.KLEstimator = "k1"
     """Estimator of the per-token KL folded into the reward, at the behaviour
     policy (k1 = log π_old − log π_ref, the paper's sequence log-ratio)."""

@@ -27,7 +27,9 @@ Closest relative: GRPO (hard clip) and GSPO (sequence-level trust region);
 SAPO is token-level and sequence-coherent in effect.
 
 Equivalents: TRL `GRPOTrainer(loss_type="sapo", sapo_temperature_pos=1.0,
-sapo_temperature_neg=1.05)` (grpo aggregation); verl `loss_mode=sapo`
+sapo_temperature_neg=1.05)` (grpo aggregation; with beta > 0 TRL 1.16 by
+default weights the KL term by the token ratio, `kl_importance_weighted=True`
+here, off by default); verl `loss_mode=sapo`
 (`tau_pos=1.0`, `tau_neg=1.05`, forced seq-mean-token-mean).
 
 Verified against: verl `verl/trainer/ppo/core_algos.py::compute_policy_loss_sapo`
@@ -68,12 +70,14 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """−J(θ): −f_τ(r)·Â per token, aggregated."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     tau = jnp.where(adv > 0, cfg.tau_pos, cfg.tau_neg)
     gate = jax.nn.sigmoid(tau * (ratio - 1.0)) * (4.0 / tau)
     total, metrics = ops.regularised_policy_loss(
         -gate * adv, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     return total, metrics | ops.ratio_metrics(ratio, None, rollout)
 

@@ -83,6 +83,7 @@ def clip_scale(rollout, cfg: Config):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """Clipped surrogate on the segment ratio with entropy-scaled bounds."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     mask = rollout.loss_mask
     log_ratio = ops.log_ratio(stats.logprobs, rollout.behaviour_logprobs)
     ratio = ops.stop_gradient_ratio(ops.segment_mean(log_ratio, mask, rollout.segment_ids), stats.logprobs)
@@ -92,6 +93,7 @@ def loss(stats, rollout, adv, cfg: Config, state):
     total, metrics = ops.regularised_policy_loss(
         pg, stats, rollout, cfg.aggregation,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy_coef=cfg.entropy_coef,
+        kl_importance_weighted=cfg.kl_importance_weighted,
     )
     metrics["clip_scale_mean"] = ops.masked_mean(scale, ops.weighted_mask(rollout))
     return total, metrics | ops.ratio_metrics(ratio, clipped, rollout)

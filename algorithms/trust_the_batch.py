@@ -65,12 +65,14 @@ def advantages(rollout, cfg: Config, state):
 
 def loss(stats, rollout, adv, cfg: Config, state):
     """ESS-capped score-function loss plus (1 − ESS)·KL(π_θ ‖ π_old)."""
+    stats, rollout, adv = ops.loss_inputs(stats, rollout, adv)
     ratio = ops.ratio(stats.logprobs, rollout.behaviour_logprobs)
     mask = ops.weighted_mask(rollout)
     ess = jax.lax.stop_gradient(ops.effective_sample_size(ratio, mask))
     total, metrics = ops.weighted_score_function_loss(
         stats, rollout, adv, jnp.minimum(ratio, ess), cfg.aggregation,
         clipped=ratio > ess, kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator,
+        kl_importance_weighted=cfg.kl_importance_weighted,
         entropy_coef=cfg.entropy_coef,
     )
     kl_old = ops.kl_estimate(stats.logprobs, rollout.behaviour_logprobs, cfg.kl_estimator)

@@ -105,10 +105,26 @@ def _literal_choices(tp: Any) -> tuple | None:
 class KLPenalty(ConfigBase):
     """A KL-to-reference term β_KL · D_KL(π_θ || π_ref), estimated per token."""
 
+    kl_in_loss: typing.ClassVar[bool] = True
+    """False for algorithms that fold the KL into the reward at the behaviour
+    policy (outside the gradient), where there is no ratio to weight it by."""
+
     kl_coef: float = setting(0.0, ge=0.0)
     """Weight of the KL-to-reference term (0 drops the reference model)."""
     kl_estimator: KLEstimator = "k3"
     """KL estimator (k1, k2, k3; k3 is the low-variance estimator)."""
+    kl_importance_weighted: bool = False
+    """Multiply each token's KL term by its importance ratio π_θ/π_old
+    (differentiable, unclipped), which changes the KL gradient even on-policy
+    (TRL GRPOTrainer's default `use_bias_correction_kl=True`; DeepSeek-V3.2)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kl_importance_weighted and not self.kl_in_loss:
+            raise ValueError(
+                f"{self.settings_scope()}--kl-importance-weighted has nothing to weight: this algorithm "
+                "puts the KL penalty in the reward (at the behaviour policy, outside the gradient)"
+            )
 
     def _piece_needs(self) -> frozenset[str]:
         return frozenset({"ref_logprobs"} if self.kl_coef else ())

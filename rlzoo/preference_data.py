@@ -43,15 +43,22 @@ class Tokenizer(Protocol):
 
 def read_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
     """The records of a JSON-lines file (blank lines skipped), each checked
-    for string "prompt", "chosen" and "rejected" fields."""
+    for string "prompt", "chosen" and "rejected" fields. A line that is not
+    JSON, a record without those fields and a file without records are
+    ValueErrors naming the file (and the line)."""
     records = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})") from None
             _check_record(record, f"{path}:{number}")
             records.append(record)
+    if not records:
+        raise ValueError(f"{path}: no preference records (the file is empty or blank)")
     return records
 
 
@@ -221,18 +228,32 @@ def iterate_pairs(
     """Minibatches of whole pairs (both rows of a pair stay together), each
     with its own normaliser; pairs in a random order when `shuffle_seed` is
     given. With `drop_remainder` every batch has exactly `pairs_per_batch`
-    pairs (static shapes for jit)."""
+    pairs (static shapes for jit), so asking for more pairs than the data
+    holds is an error (it would yield no batch at all); without it the last
+    batch may be smaller. Arguments are checked when this is called, not at
+    the first batch."""
     if rollout.group_size != 2:
         raise ValueError(f"iterate_pairs needs pairs (group_size=2), got group_size={rollout.group_size}")
     pairs = rollout.num_groups
+    if pairs_per_batch < 1:
+        raise ValueError(f"pairs_per_batch must be >= 1, got {pairs_per_batch}")
+    if drop_remainder and pairs_per_batch > pairs:
+        raise ValueError(
+            f"pairs_per_batch={pairs_per_batch} is larger than the data ({pairs} pairs): with "
+            "drop_remainder there would be no batch; lower it or pass drop_remainder=False"
+        )
     order = np.arange(pairs)
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(pairs)
     stop = pairs - pairs % pairs_per_batch if drop_remainder else pairs
-    for start in range(0, stop, pairs_per_batch):
-        chosen = order[start:start + pairs_per_batch]
-        rows = np.stack([2 * chosen, 2 * chosen + 1], axis=1).reshape(-1)
-        yield rollout.select_rows(rows).replace(normaliser=None).with_normaliser()
+
+    def batches() -> Iterator[Rollout]:
+        for start in range(0, stop, pairs_per_batch):
+            chosen = order[start:start + pairs_per_batch]
+            rows = np.stack([2 * chosen, 2 * chosen + 1], axis=1).reshape(-1)
+            yield rollout.select_rows(rows).replace(normaliser=None).with_normaliser()
+
+    return batches()
 
 
 def _logprobs(fn: Callable[[np.ndarray], Any], tokens: np.ndarray, mask: np.ndarray, batch_rows: int) -> np.ndarray:

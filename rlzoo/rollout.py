@@ -256,8 +256,9 @@ def _is_concrete(x: Any) -> bool:
 
 def validate(rollout: Rollout, needs: Iterable[str] = ()) -> Rollout:
     """Check shapes, dtypes, grouping and values; raise a ValueError that names
-    the field and the expected shape. Value checks (finite rewards, empty
-    position 0) run only on concrete arrays, so this is safe inside `jit`.
+    the field and the expected shape. Value checks (finite rewards, finite
+    per-token floats on trained tokens, empty position 0) run only on
+    concrete arrays, so this is safe inside `jit`.
 
     `needs` lists optional fields the caller's algorithm reads.
     """
@@ -278,29 +279,7 @@ def validate(rollout: Rollout, needs: Iterable[str] = ()) -> Rollout:
             "rows are grouped contiguously, K rows per prompt"
         )
     for name, (shape_text, _, kinds) in _FIELD_SPECS.items():
-        value = getattr(rollout, name)
-        if value is None:
-            continue
-        symbols = shape_text.strip("[]").split(", ")
-        shape = tuple(np.shape(value))
-        if len(shape) != len(symbols):
-            raise ValueError(
-                f"Rollout.{name} must have shape {shape_text} = "
-                f"{_expected(symbols, dims)}, got rank {len(shape)} shape {shape}"
-            )
-        for axis, (symbol, size) in enumerate(zip(symbols, shape)):
-            if symbol in dims and dims[symbol] != size:
-                raise ValueError(
-                    f"Rollout.{name} must have shape {shape_text} = "
-                    f"{_expected(symbols, dims)}, got {shape} (axis {axis}: "
-                    f"{symbol} should be {dims[symbol]})"
-                )
-            dims.setdefault(symbol, size)
-        if np.dtype(value.dtype).kind not in kinds:
-            raise ValueError(
-                f"Rollout.{name} must have a {'/'.join(_KIND_NAMES[k] for k in kinds)} "
-                f"dtype, got {value.dtype}"
-            )
+        _check_field(f"Rollout.{name}", getattr(rollout, name), shape_text, kinds, dims)
     missing = sorted(n for n in needs if n in ROLLOUT_FIELDS and getattr(rollout, n) is None)
     if missing:
         raise ValueError(
@@ -317,9 +296,107 @@ def validate(rollout: Rollout, needs: Iterable[str] = ()) -> Rollout:
         if value is not None and _is_concrete(value) and not np.all(np.isfinite(np.asarray(value))):
             bad = np.argwhere(~np.isfinite(np.asarray(value)))[:4].tolist()
             raise ValueError(f"Rollout.{name} has non-finite entries at {bad}")
+    if _is_concrete(rollout.loss_mask):
+        _check_trained_values(rollout)
     if _is_concrete(rollout.sample_weight) and np.any(np.asarray(rollout.sample_weight) < 0):
         raise ValueError("Rollout.sample_weight must be >= 0")
     return rollout
+
+
+def _check_trained_values(rollout: Rollout) -> None:
+    """Per-token floats must be finite on trained tokens (a NaN or −∞ log-prob
+    there is a sampler or scoring bug, and it would reach the loss); top-k
+    lists may hold −∞ (a support smaller than k) but not NaN. Untrained
+    positions may hold anything: the losses never read them."""
+    trained = np.asarray(rollout.loss_mask)
+    for name, (shape_text, _, kinds) in _FIELD_SPECS.items():
+        value = getattr(rollout, name)
+        if value is None or kinds != "f" or not shape_text.startswith("[B, T") or not _is_concrete(value):
+            continue
+        on_trained = np.asarray(value)[trained]
+        bad = np.isnan(on_trained) if shape_text == "[B, T, k]" else ~np.isfinite(on_trained)
+        if np.any(bad):
+            where = np.argwhere(trained)[np.flatnonzero(bad.reshape(len(on_trained), -1).any(axis=1))]
+            raise ValueError(
+                f"Rollout.{name} has non-finite entries on trained tokens (loss_mask True) at "
+                f"[b, t] = {where[:4].tolist()}: {on_trained[bad][:4].tolist()}"
+            )
+
+
+_STATS_SPECS = {
+    "logprobs": "[B, T]",
+    "entropy": "[B, T]",
+    "values": "[B, T]",
+    "topk_logprobs": "[B, T, k]",
+}
+
+
+def validate_stats(stats: PolicyStats, rollout: Rollout) -> PolicyStats:
+    """Check that PolicyStats scores this rollout: logprobs, entropy and
+    values [B, T] and topk_logprobs [B, T, k], all float; raise a ValueError
+    naming the field and both shapes. Without it a [B, 1] value broadcasts
+    against [B, T] rollout fields into a finite, wrong loss. Shapes are
+    static, so this also runs (at trace time) under `jit`."""
+    if not isinstance(stats, PolicyStats):
+        raise TypeError(f"expected PolicyStats, got {type(stats).__name__}")
+    batch, length = rollout.loss_mask.shape
+    dims = {"B": batch, "T": length}
+    for name, shape_text in _STATS_SPECS.items():
+        _check_field(f"PolicyStats.{name}", getattr(stats, name), shape_text, "f", dims)
+    return stats
+
+
+def zero_untrained(stats: PolicyStats, rollout: Rollout) -> tuple[PolicyStats, Rollout]:
+    """(stats, rollout) with every per-token float of both set to 0 where
+    loss_mask is False.
+
+    Losses never read untrained positions, but padding may hold anything
+    (NaN, ±∞). A `where` on a loss's output keeps such values out of the
+    forward pass only: the backward pass multiplies the zero cotangent by the
+    local derivative, and ∂exp(NaN) · 0 = NaN. Cleaning the inputs with
+    `jnp.where` (a product with the mask would keep NaN · 0 = NaN) keeps
+    them out of the gradient too, and the gradient there is exactly 0."""
+    trained = rollout.loss_mask
+
+    def clean(x):
+        if x is None:
+            return None
+        on = trained.reshape(trained.shape + (1,) * (x.ndim - 2))
+        return jnp.where(on, x, 0.0)
+
+    rollout = rollout.replace(**{
+        name: clean(getattr(rollout, name))
+        for name, (shape_text, _, kinds) in _FIELD_SPECS.items()
+        if kinds == "f" and shape_text.startswith("[B, T")
+    })
+    return stats.replace(**{name: clean(getattr(stats, name)) for name in _STATS_SPECS}), rollout
+
+
+def _check_field(label: str, value: Any, shape_text: str, kinds: str, dims: dict[str, int]) -> None:
+    """Raise unless `value` (None passes) has shape `shape_text` under `dims`
+    (symbols not yet in `dims` are bound by this value) and a dtype of `kinds`."""
+    if value is None:
+        return
+    symbols = shape_text.strip("[]").split(", ")
+    shape = tuple(np.shape(value))
+    if len(shape) != len(symbols):
+        raise ValueError(
+            f"{label} must have shape {shape_text} = "
+            f"{_expected(symbols, dims)}, got rank {len(shape)} shape {shape}"
+        )
+    for axis, (symbol, size) in enumerate(zip(symbols, shape)):
+        if symbol in dims and dims[symbol] != size:
+            raise ValueError(
+                f"{label} must have shape {shape_text} = "
+                f"{_expected(symbols, dims)}, got {shape} (axis {axis}: "
+                f"{symbol} should be {dims[symbol]})"
+            )
+        dims.setdefault(symbol, size)
+    if np.dtype(value.dtype).kind not in kinds:
+        raise ValueError(
+            f"{label} must have a {'/'.join(_KIND_NAMES[k] for k in kinds)} "
+            f"dtype, got {value.dtype}"
+        )
 
 
 _KIND_NAMES = {"i": "int", "u": "uint", "f": "float", "b": "bool"}

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -126,6 +127,34 @@ def test_bad_records_and_reference_are_rejected(tmp_path):
     records = [{"prompt": "p", "chosen": "c", "rejected": "r"}]
     with pytest.raises(ValueError, match="shape"):
         pd.preference_rollout(records, TinyTokenizer(), lambda t: np.zeros((1, 1)), max_length=8)
+
+
+@pytest.mark.parametrize("lines, message", [
+    # Line 2 has 26 characters and stops where a value should start, at column 27.
+    (['{"prompt": "p", "chosen": "c", "rejected": "r"}', '{"prompt": "p", "chosen": '], r":2: invalid JSON \(Expecting value at column 27\)"),
+    (['{"prompt": "p", "chosen": "c", "rejected": "r"}', "", '{"prompt": "p", "chosen": "c"}'], r":3: missing or non-string field\(s\) \['rejected'\]"),
+    (['["p", "c", "r"]'], r":1: a preference record must be a JSON object, got list"),
+    ([], r": no preference records \(the file is empty or blank\)"),
+    (["", "  "], r": no preference records \(the file is empty or blank\)"),
+])
+def test_jsonl_errors_name_the_file_and_line(tmp_path, lines, message):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + message):
+        pd.read_jsonl(path)
+
+
+def test_iterate_pairs_rejects_batches_larger_than_the_data():
+    """8 pairs cannot fill a batch of 9: with drop_remainder that used to yield no batch at all."""
+    rollout = pd.load_jsonl_pairs(FIXTURE, TinyTokenizer(), fake_ref, max_length=96)
+    with pytest.raises(ValueError, match=r"pairs_per_batch=9 is larger than the data \(8 pairs\)"):
+        pd.iterate_pairs(rollout, 9)
+    with pytest.raises(ValueError, match="pairs_per_batch must be >= 1"):
+        pd.iterate_pairs(rollout, 0)
+    # Without drop_remainder the one batch holds every pair.
+    (only,) = pd.iterate_pairs(rollout, 9, drop_remainder=False)
+    assert only.batch_size == 16
+    assert len(list(pd.iterate_pairs(rollout, 8))) == 1
 
 
 def test_tfds_records_decode_a_data_source():

@@ -5,10 +5,11 @@ regulariser switched on where the algorithm has one):
 - loss and gradient are finite on random rollouts, with extreme log-probs,
   fully masked rows and groups whose rewards are all equal;
 - entries where loss_mask is False change neither loss nor gradient, and get
-  zero gradient;
+  zero gradient, even when they are NaN (padding that was never filled);
 - permuting groups, and rows within a group, permutes the gradient and
   leaves the loss unchanged;
 - jit and eager agree;
+- PolicyStats shaped unlike the rollout are rejected with the field named;
 - splitting a minibatch into 2 and 4 microbatches and accumulating gives the
   same loss and gradient;
 - on 8 simulated CPU devices, with the batch sharded, loss and gradient equal
@@ -18,6 +19,7 @@ An algorithm opts out of one only through `Algorithm.exemptions`, with a reason.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -118,6 +120,53 @@ def test_mask_invariance(algo):
     off = ~np.asarray(rollout.loss_mask)
     for name in ("logprobs", "entropy", "values"):
         assert np.all(np.asarray(getattr(grads, name))[off] == 0), f"{algo.name}: gradient of {name} off the mask"
+
+
+def _nan_off_mask(rollout, stats):
+    """Every float per-token field of the Rollout and the PolicyStats NaN where loss_mask is False."""
+    off = ~np.asarray(rollout.loss_mask)
+
+    def poison(x):
+        if x is None or np.asarray(x).dtype.kind != "f" or np.ndim(x) < 2:
+            return x
+        x = np.asarray(x)
+        where = off.reshape(off.shape + (1,) * (x.ndim - 2))
+        return jnp.asarray(np.where(where, np.nan, x), x.dtype)
+
+    per_token = [f for f in dataclasses.fields(rollout) if f.name not in ("rewards", "sample_weight", "reward_components")]
+    rollout = rollout.replace(**{f.name: poison(getattr(rollout, f.name)) for f in per_token if f.metadata.get("pytree_node", True)})
+    stats = stats.replace(**{f.name: poison(getattr(stats, f.name)) for f in dataclasses.fields(stats)})
+    return rollout, stats
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS, ids=IDS)
+def test_nan_off_mask_reaches_neither_loss_nor_gradient(algo):
+    """NaN at untrained positions: a `where` on a loss's output is not enough, since
+    the backward pass multiplies the zero cotangent by a NaN local derivative
+    (∂ exp(NaN) · 0 = NaN); the inputs must be cleaned before the math."""
+    check_exempt(algo, "mask")
+    rollout, stats = batch_for(algo, seed=2)
+    poisoned_rollout, poisoned_stats = _nan_off_mask(rollout, stats)
+    assert np.isnan(np.asarray(poisoned_rollout.behaviour_logprobs)).any()
+    loss, _, grads = jitted(algo)(stats, rollout)
+    loss2, metrics2, grads2 = jitted(algo)(poisoned_stats, poisoned_rollout)
+    assert np.isfinite(loss2), f"{algo.name}: loss {loss2}"
+    for leaf in jax.tree.leaves(grads2):
+        assert np.all(np.isfinite(leaf)), f"{algo.name}: non-finite gradient"
+    np.testing.assert_allclose(loss, loss2, rtol=1e-5, atol=1e-6)
+    assert_close(grads, grads2)
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS, ids=IDS)
+@pytest.mark.parametrize("field", ["logprobs", "entropy", "values"])
+def test_misshapen_policy_stats_are_rejected_by_name(algo, field):
+    """A [B, 1] array broadcasts against the [B, T] rollout into a finite, wrong
+    loss; it must be an error naming the field. Tracing alone raises (shapes
+    are static), so nothing is compiled."""
+    rollout, stats = batch_for(algo, seed=0)
+    bad = stats.replace(**{field: getattr(stats, field)[:, :1]})
+    with pytest.raises(ValueError, match=rf"PolicyStats\.{field} must have shape \[B, T\]"):
+        jax.eval_shape(lambda s, r: loss_and_grad(algo, algo.Config(), s, r), bad, rollout)
 
 
 @pytest.mark.parametrize("algo", ALGORITHMS, ids=IDS)

@@ -5,13 +5,16 @@
                  selection, hashed uniforms
     groups       group views, moments, z-scores, leave-one-out baselines,
                  masked group statistics, pair differences and win rates
-    aggregation  token weights and every aggregate* reduction to a scalar loss
+    aggregation  token weights, cleaned loss inputs and every aggregate*
+                 reduction to a scalar loss
     surrogates   clipped surrogate, shared loss assembly, score-function
                  losses, ratio metrics, log-ratio regressions
     pairs        preference pairs: signs, sequence scores, pairwise losses
 
 Every function is pure and jit-able, works in float32 and stays finite for
 any finite input (fully masked rows, all-equal groups, extreme log-probs).
+Values off the loss mask never reach a loss or its gradient, even NaN / ±∞:
+the losses clean their inputs first (`loss_inputs`).
 Notation: B rows, T tokens, K rows per group, G = B / K groups; `mask` is
 `loss_mask · sample_weight` unless stated otherwise. Everything public is
 re-exported here: `from rlzoo import ops; ops.group_zscore(...)`.
@@ -33,7 +36,7 @@ from rlzoo.ops.groups import (
     group_win_rates,
 )
 from rlzoo.ops.aggregation import (
-    Aggregation, AGGREGATIONS, weighted_mask, token_weights, aggregate, aggregate_rows,
+    Aggregation, AGGREGATIONS, weighted_mask, loss_inputs, token_weights, aggregate, aggregate_rows,
     aggregate_pairs, aggregate_group_pairs, aggregate_groups,
 )
 from rlzoo.ops.surrogates import (
@@ -57,7 +60,7 @@ __all__ = [
     "group_centre", "group_zscore", "leave_one_out_baseline", "group_advantage",
     "degenerate_groups", "group_masked_mean", "group_masked_softmax", "group_masked_logmeanexp",
     "group_value_entropy", "group_pair_differences", "group_pair_weight", "group_win_rates",
-    "Aggregation", "AGGREGATIONS", "weighted_mask", "token_weights", "aggregate", "aggregate_rows",
+    "Aggregation", "AGGREGATIONS", "weighted_mask", "loss_inputs", "token_weights", "aggregate", "aggregate_rows",
     "aggregate_pairs", "aggregate_group_pairs", "aggregate_groups", "clipped_surrogate",
     "regularised_policy_loss", "ratio_metrics", "reinforce_loss", "clipped_policy_loss",
     "weighted_score_function_loss", "behaviour_sequence_log_ratio", "group_pair_regression",

@@ -14,7 +14,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from rlzoo.rollout import Rollout
+from rlzoo.rollout import PolicyStats, Rollout, validate_stats, zero_untrained
 
 Array = jax.Array
 
@@ -31,7 +31,25 @@ AGGREGATIONS: tuple[str, ...] = Aggregation.__args__
 
 def weighted_mask(rollout: Rollout) -> Array:
     """[B, T] f32: loss_mask · sample_weight, the weight of each token in every loss."""
-    return rollout.loss_mask * rollout.sample_weight.astype(jnp.float32)[:, None]
+    return jnp.where(rollout.loss_mask, rollout.sample_weight.astype(jnp.float32)[:, None], 0.0)
+
+
+def loss_inputs(
+    stats: PolicyStats, rollout: Rollout, adv: Array | None = None
+) -> tuple[PolicyStats, Rollout, Array | None]:
+    """The inputs of a per-token loss, checked and cleaned: `stats` validated
+    against the rollout (`validate_stats`), and every per-token float of
+    stats, rollout and the advantage `adv` [B, T] set to 0 where loss_mask is
+    False (`zero_untrained`), so that NaN / ±∞ padding reaches neither the
+    loss nor its gradient. A loss calls this before any math on the inputs:
+    a `where` on its output alone would still let ∂exp(NaN) · 0 = NaN into
+    the gradient."""
+    validate_stats(stats, rollout)
+    stats, rollout = zero_untrained(stats, rollout)
+    if adv is not None:
+        chex.assert_equal_shape([adv, rollout.loss_mask])
+        adv = jnp.where(rollout.loss_mask, adv, 0.0)
+    return stats, rollout, adv
 
 
 def _normaliser(rollout: Rollout) -> tuple[Array, Array]:

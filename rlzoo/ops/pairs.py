@@ -20,7 +20,7 @@ from rlzoo.ops.groups import group_centre, group_view
 from rlzoo.ops.primitives import (
     broadcast_to_tokens, kl_estimate, masked_mean, row_values, sequence_mean, sequence_sum, token_uniform,
 )
-from rlzoo.rollout import PolicyStats, Rollout
+from rlzoo.rollout import PolicyStats, Rollout, validate_stats
 
 PairMode = Literal["best_vs_worst", "all_pairs"]
 """How preference pairs are built from a group of K > 2 sampled rows."""
@@ -118,6 +118,7 @@ def pair_scores(
     length_normalise: bool = False,
 ) -> PairScores:
     """The current policy's `sequence_scores` split into chosen and rejected."""
+    validate_stats(stats, rollout)
     sign, weight = pair_preference(rollout)
     per_row = sequence_scores(stats.logprobs, rollout, reference=reference, length_normalise=length_normalise)
     chosen, rejected = split_pairs(per_row, sign)

@@ -47,6 +47,8 @@ def masked_whiten(x: Array, mask: Array, eps: float = 1e-8, shift_mean: bool = T
     """(x − mean) / sqrt(var + eps) with mean and (biased) variance over the masked
     entries of the whole batch; 0 off the mask."""
     chex.assert_equal_shape([x, mask])
+    # Cleaned first: the backward pass of the square below would turn a NaN off the mask into a NaN gradient.
+    x = jnp.where(mask != 0, x, 0.0)
     mean = masked_mean(x, mask)
     var = masked_mean(jnp.square(x - mean), mask)
     whitened = (x - mean) * jax.lax.rsqrt(var + eps)
@@ -79,8 +81,9 @@ def effective_sample_size(x: Array, weights: Array) -> Array:
     entry dominates. 1 when there are no weighted entries."""
     chex.assert_equal_shape([x, weights])
     weights = weights.astype(jnp.float32)
-    s1 = jnp.sum(jnp.where(weights != 0, weights * x, 0.0))
-    s2 = jnp.sum(jnp.where(weights != 0, weights * jnp.square(x), 0.0))
+    x = jnp.where(weights != 0, x, 0.0)
+    s1 = jnp.sum(weights * x)
+    s2 = jnp.sum(weights * jnp.square(x))
     n = jnp.sum(weights)
     denom = n * s2
     return jnp.where(denom > 0, jnp.square(s1) / jnp.where(denom > 0, denom, 1.0), 1.0)
@@ -126,7 +129,8 @@ def sequence_log_ratio(logp: Array, old_logp: Array, mask: Array) -> Array:
     first (`log_ratio`); an empty row gives 0 (s = 1)."""
     chex.assert_rank([logp, old_logp, mask], 2)
     chex.assert_equal_shape([logp, old_logp, mask])
-    return sequence_mean(log_ratio(logp, old_logp), mask)
+    on = mask != 0
+    return sequence_mean(log_ratio(jnp.where(on, logp, 0.0), jnp.where(on, old_logp, 0.0)), mask)
 
 
 def stop_gradient_ratio(log_weight: Array, logp: Array, clamp: float = LOG_RATIO_CLAMP) -> Array:
@@ -159,19 +163,28 @@ def kl_estimate(
         k2 = δ² / 2             biased, low variance
         k3 = e^δ − 1 − δ        unbiased, low variance, ≥ 0 (GRPO's estimator)
 
-    k3 is clamped to [−clamp, clamp] (as in verl). `straight_through` keeps
-    the chosen estimator's value but takes the gradient of k2, whose
-    gradient E[∇k2] = ∇KL is unbiased (the "+" variants in verl).
+    δ is clamped to [−20, 20] (`LOG_RATIO_CLAMP`, as the ratios are) before
+    anything else: e^δ overflows float32 past δ ≈ 88, and a k3 computed from
+    a clamped exponent but the raw δ turns negative once δ exceeds
+    e^20 ≈ 4.85e8 or is +∞ (log π = −∞). With the clamp every estimate is
+    finite whenever δ is not NaN (log π = −∞ included) and keeps its sign: k1 that of
+    log π − log π_ref, k2 and k3 ≥ 0. k1 and k2 differ from their formulas
+    only beyond 20 nats. k3 is then clipped to [0, clamp]: above as in verl
+    (whose default 10 binds before |δ| reaches 20, so the clamp on δ changes no
+    k3 value), below against rounding (e^δ − 1 − δ ≥ 0 exactly).
+    `straight_through` keeps the chosen estimator's value but takes the
+    gradient of k2, whose gradient E[∇k2] = ∇KL is unbiased (the "+"
+    variants in verl).
     """
     chex.assert_equal_shape([logp, ref_logp])
-    delta = ref_logp - logp
+    delta = log_ratio(ref_logp, logp)
     k2 = 0.5 * jnp.square(delta)
     if estimator == "k1":
         value = -delta
     elif estimator == "k2":
         value = k2
     elif estimator == "k3":
-        value = jnp.clip(jnp.expm1(jnp.minimum(delta, LOG_RATIO_CLAMP)) - delta, -clamp, clamp)
+        value = jnp.clip(jnp.expm1(delta) - delta, 0.0, clamp)
     else:
         raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {KL_ESTIMATORS}")
     if straight_through:

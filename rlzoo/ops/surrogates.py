@@ -9,7 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from rlzoo.ops.aggregation import Aggregation, aggregate, aggregate_group_pairs, weighted_mask
+from rlzoo.ops.aggregation import Aggregation, aggregate, aggregate_group_pairs, loss_inputs, weighted_mask
 from rlzoo.ops.groups import group_pair_differences, group_pair_weight
 from rlzoo.ops.primitives import KLEstimator, kl_estimate, masked_max, masked_mean, ratio, sequence_sum
 from rlzoo.rollout import PolicyStats, Rollout
@@ -61,22 +61,35 @@ def regularised_policy_loss(
     *,
     kl_coef: float = 0.0,
     kl_estimator: KLEstimator = "k3",
+    kl_importance_weighted: bool = False,
     entropy_coef: float = 0.0,
     norm_len: int | None = None,
 ) -> tuple[Array, dict[str, Array]]:
-    """Aggregate ℓ_t = pg_t + β·KL_t − c_H·H_t with one aggregation mode.
+    """Aggregate ℓ_t = pg_t + β·w_t·KL_t − c_H·H_t with one aggregation mode,
+    where w_t = 1, or with `kl_importance_weighted` the token ratio
+    ρ_t = π_θ(y_t)/π_old(y_t), differentiable and not clipped (only its
+    log is clamped at ±20, as by `ratio` everywhere) (the unbiased KL
+    estimate of DeepSeek-V3.2, arXiv:2512.02556, section 3.1; TRL
+    GRPOTrainer's default `use_bias_correction_kl=True`): the tokens were
+    sampled from π_old, so E_{π_old}[ρ_t KL_t] is the expectation under π_θ
+    that the KL estimators assume. The weighting changes the gradient even
+    at ρ = 1: ∇(ρ·KL) = ρ·(∇KL + KL·∇log π_θ).
 
     The KL and entropy terms sit inside the same per-sequence average as the
     policy-gradient term (as in GRPO's objective). Terms whose coefficient is
     0 are not computed, so `ref_logprobs` and `stats.entropy` are only read
-    when used. Returns (loss, metrics with pg_loss, and kl / entropy when
-    available).
+    when used. `pg_per_token` must already be clean off the mask (built from
+    `loss_inputs`). Returns (loss, metrics with pg_loss, and kl — the KL term
+    as it enters the loss, weighted or not — and entropy when available).
     """
+    stats, rollout, _ = loss_inputs(stats, rollout)
     mask = weighted_mask(rollout)
     total = pg_per_token
     metrics = {"pg_loss": aggregate(pg_per_token, rollout, aggregation, norm_len)}
     if kl_coef:
         kl = kl_estimate(stats.logprobs, rollout.ref_logprobs, kl_estimator)
+        if kl_importance_weighted:
+            kl = ratio(stats.logprobs, rollout.behaviour_logprobs) * kl
         total = total + kl_coef * kl
         metrics["kl"] = masked_mean(kl, mask)
     elif rollout.ref_logprobs is not None:
@@ -108,16 +121,20 @@ def reinforce_loss(
     *,
     kl_coef: float = 0.0,
     kl_estimator: KLEstimator = "k3",
+    kl_importance_weighted: bool = False,
     entropy_coef: float = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
     """The score-function (REINFORCE) loss ℓ_t = −A_t · log π_θ(y_t), aggregated,
     plus the optional KL and entropy terms of `regularised_policy_loss`.
 
     Its gradient is −Σ_t w_t A_t ∇log π_θ(y_t): the policy gradient with the
-    aggregation weights w. No importance ratio: on-policy only."""
+    aggregation weights w. No importance ratio in the policy term: on-policy
+    only."""
+    stats, rollout, adv = loss_inputs(stats, rollout, adv)
     return regularised_policy_loss(
         -adv * stats.logprobs, stats, rollout, aggregation,
-        kl_coef=kl_coef, kl_estimator=kl_estimator, entropy_coef=entropy_coef,
+        kl_coef=kl_coef, kl_estimator=kl_estimator, kl_importance_weighted=kl_importance_weighted,
+        entropy_coef=entropy_coef,
     )
 
 
@@ -132,6 +149,7 @@ def clipped_policy_loss(
     dual_clip: float | None = None,
     kl_coef: float = 0.0,
     kl_estimator: KLEstimator = "k3",
+    kl_importance_weighted: bool = False,
     entropy_coef: float = 0.0,
     norm_len: int | None = None,
 ) -> tuple[Array, dict[str, Array]]:
@@ -141,11 +159,13 @@ def clipped_policy_loss(
     clip fraction and ratio mean / max. Shared by GRPO-family losses that differ
     only in bounds, advantages and aggregation (DAPO, Dr.GRPO, REINFORCE++,
     GRPO pass@k)."""
+    stats, rollout, adv = loss_inputs(stats, rollout, adv)
     ratio_ = ratio(stats.logprobs, rollout.behaviour_logprobs)
     pg, clipped = clipped_surrogate(ratio_, adv, eps_low, eps_high, dual_clip)
     total, metrics = regularised_policy_loss(
         pg, stats, rollout, aggregation,
-        kl_coef=kl_coef, kl_estimator=kl_estimator, entropy_coef=entropy_coef, norm_len=norm_len,
+        kl_coef=kl_coef, kl_estimator=kl_estimator, kl_importance_weighted=kl_importance_weighted,
+        entropy_coef=entropy_coef, norm_len=norm_len,
     )
     return total, metrics | ratio_metrics(ratio_, clipped, rollout)
 
@@ -160,6 +180,7 @@ def weighted_score_function_loss(
     clipped: Array | None = None,
     kl_coef: float = 0.0,
     kl_estimator: KLEstimator = "k3",
+    kl_importance_weighted: bool = False,
     entropy_coef: float = 0.0,
     norm_len: int | None = None,
 ) -> tuple[Array, dict[str, Array]]:
@@ -172,11 +193,14 @@ def weighted_score_function_loss(
     score-function losses (CISPO-style, DPPO, REC, Trust-the-Batch) are this
     loss with different weights. `clipped` marks the tokens the caller counts
     as clipped / blocked for the clip_frac metric."""
+    stats, rollout, adv = loss_inputs(stats, rollout, adv)
+    weight = jnp.where(rollout.loss_mask, jax.lax.stop_gradient(weight), 0.0)
     ratio_ = ratio(stats.logprobs, rollout.behaviour_logprobs)
-    pg = -adv * jax.lax.stop_gradient(weight) * stats.logprobs
+    pg = -adv * weight * stats.logprobs
     total, metrics = regularised_policy_loss(
         pg, stats, rollout, aggregation,
-        kl_coef=kl_coef, kl_estimator=kl_estimator, entropy_coef=entropy_coef, norm_len=norm_len,
+        kl_coef=kl_coef, kl_estimator=kl_estimator, kl_importance_weighted=kl_importance_weighted,
+        entropy_coef=entropy_coef, norm_len=norm_len,
     )
     return total, metrics | ratio_metrics(ratio_, clipped, rollout)
 
@@ -191,6 +215,7 @@ def behaviour_sequence_log_ratio(stats: PolicyStats, rollout: Rollout) -> tuple[
     π_old is the sampling iterate (`behaviour_logprobs`), the anchor of the
     self-play losses. Metrics: the mean sequence log-ratio over kept rows and
     the token ratio statistics of `ratio_metrics`."""
+    stats, rollout, _ = loss_inputs(stats, rollout)
     log_ratio = sequence_sum(stats.logprobs - rollout.behaviour_logprobs, rollout.loss_mask)
     metrics = {"seq_log_ratio": masked_mean(jax.lax.stop_gradient(log_ratio), rollout.sample_weight)}
     return log_ratio, metrics | ratio_metrics(ratio(stats.logprobs, rollout.behaviour_logprobs), None, rollout)

@@ -130,8 +130,7 @@ def test_microbatches_sum_to_the_batch_loss_without_the_kl_penalty(r, seed):
     loss, _, grads = loss_and_grad(DRPO, cfg, stats, rollout)
     rows = B // 3
     parts = [
-        loss_and_grad(DRPO, cfg, stats.replace(logprobs=stats.logprobs[i * rows:(i + 1) * rows],
-                                               entropy=stats.entropy[i * rows:(i + 1) * rows]),
+        loss_and_grad(DRPO, cfg, jax.tree.map(lambda x: x[i * rows:(i + 1) * rows], stats),
                       micro, adv=jax.tree.map(lambda x: x[i * rows:(i + 1) * rows], adv))
         for i, micro in enumerate(rollout.microbatches(3))
     ]

@@ -184,7 +184,9 @@ def test_kl_estimate_closed_forms():
         ops.kl_estimate(jnp.asarray(logp), jnp.asarray(ref), "k4")
 
 
-logps = st.lists(st.floats(-30, 0), min_size=6, max_size=6).map(lambda v: jnp.asarray(v, jnp.float32))
+# Gaps |log π − log π_ref| ≤ 15, inside the ±20 clamp, where the closed forms hold
+# (beyond it: test_kl_estimates_keep_sign_and_stay_finite_at_extremes).
+logps = st.lists(st.floats(-15, 0), min_size=6, max_size=6).map(lambda v: jnp.asarray(v, jnp.float32))
 
 
 @given(logps, logps)
@@ -201,6 +203,43 @@ def test_straight_through_keeps_value_and_takes_k2_gradient(logp, ref, estimator
     np.testing.assert_allclose(value, ops.kl_estimate(logp, ref, estimator), rtol=1e-6)
     grad = jax.grad(lambda lp: ops.kl_estimate(lp, ref, estimator, straight_through=True).sum())(logp)
     np.testing.assert_allclose(grad, logp - ref, rtol=1e-5, atol=1e-6)
+
+
+# Log-probs from −∞ through gaps far past where e^δ overflows float32 (δ ≈ 88)
+# and where e^20 − 1 − δ turns negative (δ ≈ 4.85e8) to 0.
+extreme_logps = st.lists(
+    st.one_of(st.just(-np.inf), st.floats(-1e30, 0, allow_subnormal=False), st.floats(-30, 0, allow_subnormal=False)),
+    min_size=6, max_size=6,
+).map(lambda v: jnp.asarray(v, jnp.float32))
+
+
+@given(extreme_logps, extreme_logps)
+def test_kl_estimates_keep_sign_and_stay_finite_at_extremes(logp, ref):
+    lp, rf = np.asarray(logp, np.float64), np.asarray(ref, np.float64)
+    defined = ~(np.isinf(lp) & np.isinf(rf))  # −∞ − (−∞) has no sign
+    gap = lp[defined] - rf[defined]
+    for estimator in ops.KL_ESTIMATORS:
+        value, grad = jax.value_and_grad(lambda a: jnp.sum(ops.kl_estimate(a, ref, estimator)[defined]))(logp)
+        per_token = np.asarray(ops.kl_estimate(logp, ref, estimator))[defined]
+        assert np.all(np.isfinite(per_token)) and np.isfinite(value), (estimator, per_token)
+        assert np.all(np.isfinite(np.asarray(grad)[defined])), estimator
+        if estimator == "k1":
+            np.testing.assert_array_equal(np.sign(per_token), np.sign(gap))
+        else:
+            assert np.all(per_token >= 0), (estimator, per_token)
+    k3 = np.asarray(ops.kl_estimate(logp, ref, "k3"))[defined]
+    assert np.all(k3 <= 10.0)
+    # k3 grows with the gap on either side: at the clamp wherever the gap is past it.
+    assert np.all(k3[np.abs(gap) > 20] == 10.0)
+
+
+def test_kl_estimate_at_minus_infinity_and_huge_gaps():
+    """The two overflow cases by hand: log π = −∞ (δ = +∞) and δ = 1e9 > e^20."""
+    logp = jnp.asarray([-np.inf, -1e9, 0.0, -1.0], jnp.float32)
+    ref = jnp.asarray([-1.0, 0.0, -1e9, -np.inf], jnp.float32)
+    np.testing.assert_array_equal(ops.kl_estimate(logp, ref, "k3"), [10.0, 10.0, 10.0, 10.0])
+    np.testing.assert_array_equal(ops.kl_estimate(logp, ref, "k1"), [-20.0, -20.0, 20.0, 20.0])
+    np.testing.assert_array_equal(ops.kl_estimate(logp, ref, "k2"), [200.0, 200.0, 200.0, 200.0])
 
 
 # --------------------------------------------------------------------------

@@ -13,8 +13,12 @@ rollout is [B, Tc + 1] with one untrained prompt position in front.
 TRL's conventions are set explicitly on the zoo side: group std with ddof 1
 plus 1e-4 (`std_eps=1e-4`), the k3 KL estimator, the same KL weight (TRL's
 `beta` is the zoo's `kl_coef`) and clip bounds (TRL's `epsilon` /
-`epsilon_high` are `clip_eps_low` / `clip_eps_high`), and for Dr.GRPO the
-constant `norm_len = max_completion_length`. TRL's
+`epsilon_high` are `clip_eps_low` / `clip_eps_high`), for Dr.GRPO the
+constant `norm_len = max_completion_length`, and with beta > 0 TRL's own
+default KL weighting: `GRPOConfig.use_bias_correction_kl` (True in 1.16)
+multiplies each token's k3 by the differentiable, unclipped ratio
+exp(log π_θ − log π_old), which is the zoo's `kl_importance_weighted=True`
+(off by default; both settings are checked against TRL). TRL's
 advantages are computed here with TRL's formula (its `nanstd`, + 1e-4) and
 checked against the zoo's before being fed to TRL's loss.
 
@@ -26,7 +30,10 @@ Where TRL differs from the papers (documented, not tested as errors):
   `aggregation="token-mean"`.
 - `loss_type="cispo"` caps the IS weight at `epsilon_high` (an absolute value,
   ScaleRL's ε_max) with no lower bound; the zoo's CISPO uses 1 + ε_high^IS.
-- GSPO is `loss_type="grpo"` with `importance_sampling_level="sequence"`.
+- GSPO is `loss_type="grpo"` with `importance_sampling_level="sequence"`;
+  there TRL 1.16 weights the KL by the sequence ratio broadcast over the
+  tokens (trl issue #6586), the zoo by each token's ratio, so GSPO with a KL
+  term is compared with TRL's weighting off.
 - TRL does not clamp log-ratios or k3 (the zoo clamps at ±20 and 10); the
   inputs here stay far from both.
 - TRL's GMPO gives a fully masked row the loss −Â_i (its geometric mean of
@@ -39,6 +46,7 @@ Where TRL differs from the papers (documented, not tested as errors):
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import types
 
@@ -52,6 +60,7 @@ pytest.importorskip("trl")
 import jax.numpy as jnp  # noqa: E402
 from trl.experimental.gmpo.gmpo_trainer import GMPOTrainer  # noqa: E402
 from trl.rewards import get_soft_overlong_punishment  # noqa: E402
+from trl.trainer.grpo_config import GRPOConfig  # noqa: E402
 from trl.trainer.grpo_trainer import GRPOTrainer  # noqa: E402
 from trl.trainer.utils import nanstd  # noqa: E402
 
@@ -63,6 +72,10 @@ B, K, TC = 8, 4, 7
 """Rows, rows per group, completion length (the zoo's T is TC + 1)."""
 TRL_STD_EPS = 1e-4
 SEEDS = [0, 1, 2]
+TRL_WEIGHTS_KL = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}["use_bias_correction_kl"]
+"""TRL's own default for multiplying the KL term by the importance ratio."""
+KL_WEIGHTING = [pytest.param(TRL_WEIGHTS_KL, id="trl-default-kl-weighting"),
+                pytest.param(not TRL_WEIGHTS_KL, id="other-kl-weighting")]
 
 
 # --------------------------------------------------------------------------
@@ -129,7 +142,7 @@ class StandIn:
     """The attributes `_compute_loss` reads, with the policy replaced by fixed log-probs."""
 
     def __init__(self, logps, *, loss_type="grpo", eps_low=0.2, eps_high=0.2, beta=0.0,
-                 level="token", tau_pos=1.0, tau_neg=1.05):
+                 level="token", tau_pos=1.0, tau_neg=1.05, weight_kl=TRL_WEIGHTS_KL):
         self._logps = logps
         self.loss_type = loss_type
         self.epsilon_low, self.epsilon_high = eps_low, eps_high
@@ -151,7 +164,7 @@ class StandIn:
             reduce=lambda x, reduction="sum": x,
         )
         self.args = types.SimpleNamespace(
-            delta=None, use_bias_correction_kl=False, steps_per_generation=1,
+            delta=None, use_bias_correction_kl=weight_kl, steps_per_generation=1,
             sapo_temperature_pos=tau_pos, sapo_temperature_neg=tau_neg,
         )
         self._metrics = collections.defaultdict(lambda: collections.defaultdict(list))
@@ -200,31 +213,61 @@ def check_advantages(zoo, data, scale=True):
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_grpo_matches_trl_grpo(seed):
+@pytest.mark.parametrize("weight_kl", KL_WEIGHTING)
+def test_grpo_matches_trl_grpo(seed, weight_kl):
     data = make_data(seed, empty_row=True)
-    cfg = get_algorithm("grpo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04)
+    cfg = get_algorithm("grpo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04, kl_importance_weighted=weight_kl)
     zoo = zoo_loss_and_grad("grpo", cfg, data)
     adv = check_advantages(zoo, data)
-    assert_parity(zoo, trl_loss_and_grad(data, adv, loss_type="grpo", beta=0.04), data.mask)
+    trl = trl_loss_and_grad(data, adv, loss_type="grpo", beta=0.04, weight_kl=weight_kl)
+    assert_parity(zoo, trl, data.mask)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_grpo_token_mean_matches_trl_bnpo_aggregation(seed):
+@pytest.mark.parametrize("weight_kl", KL_WEIGHTING)
+def test_grpo_token_mean_matches_trl_bnpo_aggregation(seed, weight_kl):
     """TRL's "bnpo" loss_type is GRPO with token-mean aggregation (not the BNPO paper)."""
     data = make_data(seed, empty_row=True)
-    cfg = get_algorithm("grpo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04, aggregation="token-mean")
+    cfg = get_algorithm("grpo").Config(
+        std_eps=TRL_STD_EPS, kl_coef=0.04, aggregation="token-mean", kl_importance_weighted=weight_kl,
+    )
     zoo = zoo_loss_and_grad("grpo", cfg, data)
     adv = check_advantages(zoo, data)
-    assert_parity(zoo, trl_loss_and_grad(data, adv, loss_type="bnpo", beta=0.04), data.mask)
+    trl = trl_loss_and_grad(data, adv, loss_type="bnpo", beta=0.04, weight_kl=weight_kl)
+    assert_parity(zoo, trl, data.mask)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_dr_grpo_matches_trl_dr_grpo(seed):
+@pytest.mark.parametrize("weight_kl", KL_WEIGHTING)
+def test_dr_grpo_matches_trl_dr_grpo(seed, weight_kl):
     data = make_data(seed, empty_row=True)
-    cfg = get_algorithm("dr_grpo").Config(kl_coef=0.04, norm_len=TC)
+    cfg = get_algorithm("dr_grpo").Config(kl_coef=0.04, norm_len=TC, kl_importance_weighted=weight_kl)
     zoo = zoo_loss_and_grad("dr_grpo", cfg, data)
     adv = check_advantages(zoo, data, scale=False)  # TRL scale_rewards="none"
-    assert_parity(zoo, trl_loss_and_grad(data, adv, loss_type="dr_grpo", beta=0.04), data.mask)
+    trl = trl_loss_and_grad(data, adv, loss_type="dr_grpo", beta=0.04, weight_kl=weight_kl)
+    assert_parity(zoo, trl, data.mask)
+
+
+def test_trl_weights_the_kl_by_default_and_the_zoo_does_not():
+    """TRL 1.16's default multiplies the KL term by the ratio; the zoo's GRPO (the
+    paper's objective) does not. On-policy the ratio is 1, so the two losses
+    agree, yet the gradients differ by β·w_t·k3_t, the ratio's own gradient
+    k3_t·∇log π_θ (w_t: the token's aggregation weight)."""
+    assert TRL_WEIGHTS_KL is True
+    assert get_algorithm("grpo").Config().kl_importance_weighted is False
+    data = make_data(0, empty_row=True)
+    data.logp = data.old.copy()  # on-policy: ratio 1
+    cfg = get_algorithm("grpo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04)
+    zoo = zoo_loss_and_grad("grpo", cfg, data)
+    zoo_loss, zoo_grad, _ = zoo
+    adv = check_advantages(zoo, data)
+    trl_loss, trl_grad = trl_loss_and_grad(data, adv, loss_type="grpo", beta=0.04)
+    np.testing.assert_allclose(zoo_loss, trl_loss, rtol=2e-5, atol=2e-6)
+    lengths = np.maximum(data.mask.sum(1, keepdims=True), 1)
+    k3 = np.exp(data.ref - data.logp) - (data.ref - data.logp) - 1
+    extra = 0.04 * k3 * data.mask / (lengths * B)
+    assert np.abs(extra).max() > 1e-4, "degenerate test input: KL too small to tell the gradients apart"
+    np.testing.assert_allclose(trl_grad - zoo_grad * data.mask, extra, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -258,12 +301,24 @@ def test_cispo_matches_trl_cispo(seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_sapo_matches_trl_sapo(seed):
+def test_cispo_with_kl_matches_trl_cispo_default_kl_weighting(seed):
+    """With beta > 0 TRL's CISPO weights the KL by the unclipped ratio, not its capped IS weight."""
+    data = make_data(seed, noise=1.0, empty_row=True)
+    cfg = get_algorithm("cispo").Config(std_eps=TRL_STD_EPS, eps_high_is=1.0, kl_coef=0.04,
+                                        kl_importance_weighted=TRL_WEIGHTS_KL)
+    zoo = zoo_loss_and_grad("cispo", cfg, data)
+    adv = check_advantages(zoo, data)
+    assert_parity(zoo, trl_loss_and_grad(data, adv, loss_type="cispo", eps_high=2.0, beta=0.04), data.mask)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("weight_kl", KL_WEIGHTING)
+def test_sapo_matches_trl_sapo(seed, weight_kl):
     data = make_data(seed, noise=0.8, empty_row=True)
-    cfg = get_algorithm("sapo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04)
+    cfg = get_algorithm("sapo").Config(std_eps=TRL_STD_EPS, kl_coef=0.04, kl_importance_weighted=weight_kl)
     zoo = zoo_loss_and_grad("sapo", cfg, data)
     adv = check_advantages(zoo, data)
-    trl = trl_loss_and_grad(data, adv, loss_type="sapo", beta=0.04, tau_pos=1.0, tau_neg=1.05)
+    trl = trl_loss_and_grad(data, adv, loss_type="sapo", beta=0.04, tau_pos=1.0, tau_neg=1.05, weight_kl=weight_kl)
     assert_parity(zoo, trl, data.mask)
 
 
@@ -275,7 +330,9 @@ def test_gspo_matches_trl_sequence_level_grpo(seed, kl_coef):
     cfg = get_algorithm("gspo").Config(std_eps=TRL_STD_EPS, kl_coef=kl_coef)
     zoo = zoo_loss_and_grad("gspo", cfg, data)
     adv = check_advantages(zoo, data)
-    trl = trl_loss_and_grad(data, adv, loss_type="grpo", level="sequence", eps_low=3e-4, eps_high=4e-4, beta=kl_coef)
+    # TRL weights the KL by the sequence ratio here (see the module docstring): its weighting off.
+    trl = trl_loss_and_grad(data, adv, loss_type="grpo", level="sequence", eps_low=3e-4, eps_high=4e-4,
+                            beta=kl_coef, weight_kl=False)
     assert_parity(zoo, trl, data.mask)
 
 
