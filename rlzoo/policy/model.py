@@ -324,10 +324,13 @@ def _attend(q: Array, k: Array, v: Array, mask: Array) -> Array:
     batch, length, heads, d = q.shape
     kv_heads, slots = k.shape[1], k.shape[2]
     group = heads // kv_heads
+    if length == 1:
+        return _attend_one_query(q, k, v, mask)
     # The G query heads of a KV head side by side: [B·H_kv, G·T, d]. Each
     # product is then one batched matmul with a single batch axis, which
     # XLA:CPU runs about 1.6x faster (forward and backward) than the 5-D
-    # einsum over (b, k, g) (benchmarks/bench_grpo_step.py).
+    # einsum over (b, k, g) (benchmarks/bench_grpo_step.py). For a single
+    # query (decoding) the einsum is faster (benchmarks/bench_sampler.py).
     q = q.reshape(batch, length, kv_heads, group, d).transpose(0, 2, 3, 1, 4).reshape(batch * kv_heads, group * length, d)
     scores = jnp.einsum("nqd,nsd->nqs", q, k.reshape(batch * kv_heads, slots, d), preferred_element_type=jnp.float32)
     scores = scores.reshape(batch, kv_heads, group, length, slots) * (1.0 / math.sqrt(d))
@@ -335,6 +338,18 @@ def _attend(q: Array, k: Array, v: Array, mask: Array) -> Array:
     probs = jax.nn.softmax(scores, axis=-1).reshape(batch * kv_heads, group * length, slots)
     out = jnp.einsum("nqs,nsd->nqd", probs.astype(v.dtype), v.reshape(batch * kv_heads, slots, d))
     return out.reshape(batch, kv_heads, group, length, d).transpose(0, 3, 1, 2, 4).reshape(batch, length, heads, d)
+
+
+def _attend_one_query(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """`_attend` for T = 1, as one einsum over (b, k, g)."""
+    batch, length, heads, d = q.shape
+    kv_heads = k.shape[1]
+    q = q.reshape(batch, length, kv_heads, heads // kv_heads, d)
+    scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(d))
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    out = jnp.einsum("bkgts,bksd->btkgd", probs.astype(v.dtype), v)
+    return out.reshape(batch, length, heads, d)
 
 
 KVCache = tuple[Array, Array]
