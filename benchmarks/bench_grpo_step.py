@@ -74,10 +74,9 @@ FIRST_STEP_NOTE = (
     "(--disk-cache cold) but reuse jax's in-process caches, so they lower only the programs whose traces changed"
 )
 WORKAROUNDS = [
-    "rlzoo: the Trainer takes a task by registered name only; the benchmark's RandomRewardTask (U[0,1) rewards, "
-    "32-word prompts) is handed in by patching rlzoo.train.loop.make_task during construction",
-    "rlzoo and TRL: no switch turns EOS stopping off; the shared tokenizer's EOS (id 1024) lies outside the "
-    "model's 1024 logits, so it is never sampled (TRL's min_new_tokens would index that logit, so it is not used)",
+    "TRL: no switch turns EOS stopping off; the shared tokenizer's EOS (id 1024) lies outside the model's 1024 "
+    "logits, so it is never sampled (TRL's min_new_tokens would index that logit, so it is not used); rlzoo also "
+    "runs with stop_at_eos=False",
     "rlzoo: a Hugging Face directory is always prompted through its chat template; the template here returns the "
     "prompt text unchanged",
     "rlzoo: per-stage times are taken by wrapping Trainer.sampler / sample / with_logprobs / _update (blocking "
@@ -221,20 +220,6 @@ class RandomRewardTask:
         return None
 
 
-@contextlib.contextmanager
-def patched_task(task):
-    """The Trainer builds its task by name (`make_task` in rlzoo.train.loop) and
-    has no way to take a Task object: hand it ours during construction."""
-    from rlzoo.train import loop
-
-    original = loop.make_task
-    loop.make_task = lambda name, options, data_dir: task if name == TASK_NAME else original(name, options, data_dir)
-    try:
-        yield
-    finally:
-        loop.make_task = original
-
-
 class TimedSampler:
     """The trainer's Sampler, timed, with its outputs blocked on."""
 
@@ -256,14 +241,14 @@ def rlzoo_trainer(ckpt: str, wl: Workload, seed: int, work: pathlib.Path, clock:
     run = RunConfig(
         algo="grpo", task=TASK_NAME, model=ckpt, steps=1_000_000, prompts_per_step=wl.prompts,
         samples_per_prompt=wl.samples, max_new_tokens=wl.new_tokens, temperature=wl.temperature, top_k=0, top_p=1.0,
-        epochs=1, minibatches=1, microbatches=1, learning_rate=wl.learning_rate, max_grad_norm=0.0, sft_steps=0,
+        stop_at_eos=False, epochs=1, minibatches=1, microbatches=1, learning_rate=wl.learning_rate, max_grad_norm=0.0,
+        sft_steps=0,
         eval_every=0, checkpoint_every=0, tensorboard=False, progress=False, seed=seed,
         run_dir=str(work / "run"), cache_dir=str(work / "cache"),
     )
     cfg = get_algorithm("grpo").Config(kl_coef=0.0)
     task = RandomRewardTask(wl.prompt_len, seed)
-    with patched_task(task):
-        trainer = Trainer(run, cfg, log=lambda _: None)
+    trainer = Trainer(run, cfg, log=lambda _: None, task=task)
     if trainer.task is not task:
         raise RuntimeError("the Trainer did not take the benchmark's task")
 

@@ -12,6 +12,7 @@ import pytest
 from rlzoo import cli, get_algorithm, ops
 from rlzoo.checkpoint import Checkpointer
 from rlzoo.sharding import shard_batch
+from rlzoo.tasks import Example
 from rlzoo.tokenizers import ByteTokenizer
 from rlzoo.experience.segments import sentence_end_ids, sentence_segment_ids
 from rlzoo.train import RunConfig, Trainer
@@ -274,3 +275,33 @@ def test_an_on_policy_update_equals_the_one_with_recomputed_logprobs(tmp_path):
     assert float(m_on["ratio_max"]) == 1.0 and float(m_on["clip_frac"]) == 0.0
     assert_params_close(jax.tree.leaves(jax.device_get(new_on.params)), jax.tree.leaves(jax.device_get(new_off.params)),
                         rtol=1e-4, atol=1e-6)
+
+
+class ConstantTask:
+    """A user's own task object: fixed prompts, reward 1 for any completion."""
+
+    name = "constant"
+    reward_names = ("correct",)
+
+    def train_examples(self, rng, n):
+        return [Example(prompt=f"{int(rng.integers(10))}+1=", answer="", solution="") for _ in range(n)]
+
+    def eval_examples(self):
+        return [Example(prompt="1+1=", answer="", solution="")] * 4
+
+    def reward(self, completion, example):
+        return {"reward": 1.0, "correct": 1.0}
+
+    def answer(self, completion):
+        return None
+
+
+def test_a_task_object_and_fixed_length_completions(tmp_path):
+    trainer = Trainer(run_config(tmp_path, stop_at_eos=False, max_new_tokens=6), task=ConstantTask())
+    examples = trainer.task.train_examples(np.random.default_rng(0), 2)
+    rollout = trainer.sample(examples, 4, jax.random.key(0))
+    assert (np.asarray(rollout.loss_mask).sum(axis=1) == 6).all(), "no completion stops before --max-new-tokens"
+    assert (np.asarray(rollout.rewards) == 1.0).all(), "the task object scores the rows"
+    assert trainer.evaluate()["eval_accuracy"] == 1.0
+    with pytest.raises(TypeError, match="task must implement rlzoo.tasks.Task"):
+        Trainer(run_config(tmp_path), task=object())

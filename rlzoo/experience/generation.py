@@ -19,6 +19,8 @@ class SamplingSettings:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    stop_at_eos: bool = True
+    """False: every completion runs to max_new_tokens (fixed-length benchmarks)."""
 
 
 def generate(sampler: Sampler, model, tokenizer, chat: bool, examples: list[Example], num_samples: int,
@@ -26,7 +28,7 @@ def generate(sampler: Sampler, model, tokenizer, chat: bool, examples: list[Exam
     """(rollout of len(examples) · num_samples rows in groups of num_samples,
     the decoded completions)."""
     prompts = [encode_prompt(tokenizer, ex.prompt, chat) for ex in examples]
-    stop = getattr(tokenizer, "stop_ids", (tokenizer.eos_id,))
+    stop = getattr(tokenizer, "stop_ids", (tokenizer.eos_id,)) if settings.stop_at_eos else ()
     rollout = sampler(
         model, prompts, num_samples=num_samples, max_new_tokens=settings.max_new_tokens, rng=rng,
         temperature=0.0 if greedy else settings.temperature, top_k=settings.top_k, top_p=settings.top_p,

@@ -59,6 +59,9 @@ class RunConfig(ConfigBase):
     """Top-k sampling (0: off)."""
     top_p: float = setting(1.0, gt=0.0, le=1.0)
     """Nucleus sampling mass (1: off)."""
+    stop_at_eos: bool = True
+    """End a completion at the tokenizer's end token; false: every completion
+    runs to --max-new-tokens (fixed-length benchmarks)."""
     epochs: int = setting(1, ge=1)
     """Passes over each step's batch."""
     minibatches: int = setting(1, ge=1)

@@ -44,7 +44,7 @@ from rlzoo.registry import Algorithm, get_algorithm
 from rlzoo.rollout import Rollout
 from rlzoo.sampling import Sampler
 from rlzoo.sharding import host_readable, initialize_distributed, is_primary, make_mesh
-from rlzoo.tasks import Example
+from rlzoo.tasks import Example, Task
 from rlzoo.train.config import RESUMABLE_CHANGES, RunConfig
 from rlzoo.train.interrupts import NO_GUARD, AbortedWithoutSaving, InterruptGuard, TrainingInterrupted
 from rlzoo.train.evaluate import evaluate
@@ -57,7 +57,10 @@ from rlzoo.update import TrainState, algorithm_loss, make_optimizer, make_update
 class Trainer:
     """One run: `Trainer(run, algo_cfg).train()` returns the summary dict."""
 
-    def __init__(self, run: RunConfig, algo_cfg: Any = None, *, log: Callable[[str], None] = print):
+    def __init__(self, run: RunConfig, algo_cfg: Any = None, *, log: Callable[[str], None] = print,
+                 task: Task | None = None):
+        """`task`: a Task object to train on instead of the one `run.task`
+        names (any object with the `rlzoo.tasks.Task` methods)."""
         initialize_distributed(run.coordinator_address, run.num_processes, run.process_id)
         enable_compilation_cache(run.resolved_cache_dir())
         self.run = run
@@ -76,7 +79,10 @@ class Trainer:
             raise ValueError(f"--resume: no checkpoint in {self.run_dir}; drop --resume to start a fresh run")
         self.cfg = algo_cfg if algo_cfg is not None else self.algo.Config()
         self.outputs = self.algo.policy_outputs(self.cfg)
-        self.task = make_task(run.task, dict(run.task_options), run.data_dir)
+        if task is not None and not isinstance(task, Task):
+            raise TypeError(f"task must implement rlzoo.tasks.Task (train_examples, eval_examples, reward, answer); "
+                            f"got {type(task).__name__}")
+        self.task = task if task is not None else make_task(run.task, dict(run.task_options), run.data_dir)
         if self.algo.pairwise and run.samples_per_prompt < 2:
             raise ValueError(f"{self.algo.name} is pairwise: --samples-per-prompt must be >= 2")
         if run.prompts_per_step % run.minibatches:
@@ -92,7 +98,7 @@ class Trainer:
             raise ValueError(f"--preference-max-length {run.preference_max_length} exceeds the model's context "
                              f"of {self.model_cfg.max_seq_len} tokens")
         self.sampler = Sampler()
-        self.sampling = SamplingSettings(run.max_new_tokens, run.temperature, run.top_k, run.top_p)
+        self.sampling = SamplingSettings(run.max_new_tokens, run.temperature, run.top_k, run.top_p, run.stop_at_eos)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.optimizer = make_optimizer(run.learning_rate, run.max_grad_norm or None)
         self.state = self._on_mesh(TrainState(
