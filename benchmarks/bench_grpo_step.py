@@ -80,7 +80,7 @@ WORKAROUNDS = [
     "rlzoo: a Hugging Face directory is always prompted through its chat template; the template here returns the "
     "prompt text unchanged",
     "rlzoo: per-stage times are taken by wrapping Trainer.sampler / sample / with_logprobs / _update (blocking "
-    "on their outputs); the step's own metrics give only time_sample_s and time_update_s",
+    "on their outputs), finer than the step's own time_sample_s / time_forwards_s / time_update_s",
 ]
 
 

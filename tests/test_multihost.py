@@ -21,7 +21,7 @@ ARGS = [
     "--checkpoint-every", "1", "--mesh-data", "2", "--mesh-fsdp", "2",
     "--progress", "false", "--tensorboard", "false",
 ]
-UNTIMED = ("time_sample_s", "time_update_s", "tokens_per_s")
+UNTIMED = ("time_sample_s", "time_forwards_s", "time_update_s", "tokens_per_s")
 
 
 def free_port() -> int:

@@ -252,6 +252,7 @@ def test_only_the_forwards_the_run_reads(tmp_path, settings, algo_settings, beha
     assert (trainer.forwards.behaviour is not None, trainer.forwards.reference is not None) == (behaviour, reference)
     metrics = trainer.step(0)
     assert ("kl" in metrics) == reference, "KL to the reference is logged exactly when it is computed"
+    assert all(metrics[f"time_{stage}_s"] >= 0 for stage in ("sample", "forwards", "update"))
 
 
 def test_an_on_policy_update_equals_the_one_with_recomputed_logprobs(tmp_path):

@@ -225,6 +225,7 @@ class Trainer:
         sample_key, shuffle_key = jax.random.split(key)
         t0 = time.time()
         rollout, sampled_tokens, rounds = self.collect(step, sample_key)
+        t_collected = time.time()
         rollout = self.with_logprobs(rollout, step)
         t1 = time.time()
         if self.algo.prepare is not None:
@@ -253,7 +254,9 @@ class Trainer:
                     self.prev_ref_params = self.ref_params
                 self.ref_params = jax.tree.map(jnp.copy, self.state.params)
             jax.block_until_ready(self.state)
-            metrics = step_metrics(rollout, targets, update_metrics, sampled_tokens, t1 - t0, time.time() - t1) | {
+            times = {"time_sample_s": t_collected - t0, "time_forwards_s": t1 - t_collected,
+                     "time_update_s": time.time() - t1}
+            metrics = step_metrics(rollout, targets, update_metrics, sampled_tokens, times) | {
                 "sampling_rounds": float(rounds),
             } | nonfinite_update(update_metrics)
             # Set together with the update, so an interrupt at any later point
@@ -486,8 +489,11 @@ def logged_advantage(targets: Any) -> jax.Array:
     return targets
 
 
-def step_metrics(rollout: Rollout, targets, update_metrics, sampled_tokens, t_sample, t_update) -> dict[str, float]:
-    """The per-step record: rewards, lengths, entropy, advantages, kept rows, speed, loss metrics."""
+def step_metrics(rollout: Rollout, targets, update_metrics, sampled_tokens, times: dict[str, float]) -> dict[str, float]:
+    """The per-step record: rewards, lengths, entropy, advantages, kept rows,
+    speed, loss metrics. `times`: seconds in sampling (with scoring and
+    refills), the forwards stage, and the update (advantages to hooks,
+    blocked on the result)."""
     mask = np.asarray(ops.weighted_mask(rollout)) > 0
     rewards = np.asarray(rollout.rewards)
     components = np.asarray(rollout.reward_components if rollout.reward_components is not None else rollout.rewards[:, None])
@@ -502,7 +508,7 @@ def step_metrics(rollout: Rollout, targets, update_metrics, sampled_tokens, t_sa
         "entropy": float(np.asarray(rollout.sample_entropy)[mask].mean()) if mask.any() and rollout.sample_entropy is not None else 0.0,
         "adv_mean": float(adv_on.mean()), "adv_std": float(adv_on.std()), "adv_abs_max": float(np.abs(adv_on).max()),
         "kept_rows": float(np.asarray(rollout.sample_weight).sum()),
-        "tokens_per_s": sampled_tokens / max(t_sample, 1e-9),
-        "time_sample_s": t_sample, "time_update_s": t_update,
+        "tokens_per_s": sampled_tokens / max(times["time_sample_s"], 1e-9),
+        **times,
         **updates,
     }
