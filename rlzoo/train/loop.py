@@ -258,7 +258,7 @@ class Trainer:
                      "time_update_s": time.time() - t1}
             metrics = step_metrics(rollout, targets, update_metrics, sampled_tokens, times) | {
                 "sampling_rounds": float(rounds),
-            } | nonfinite_update(update_metrics)
+            }
             # Set together with the update, so an interrupt at any later point
             # saves (and logs) exactly the steps applied.
             self.completed_steps, self.unwritten_metrics = step + 1, metrics
@@ -292,7 +292,7 @@ class Trainer:
                 for step in range(start, run.steps):
                     metrics = self.step(step)
                     done = step + 1
-                    if metrics["updates_skipped"]:
+                    if metrics["update_skipped"]:  # the mean over minibatches: > 0 when any was skipped
                         skipped += 1
                         self._check_skip_budget(done, metrics, skipped, ckpt)
                     if run.eval_every and (done % run.eval_every == 0 or done == run.steps):
@@ -475,11 +475,6 @@ def _differences(before: dict[str, Any], after: dict[str, Any], exempt: frozense
     for name in sorted(set(before) | set(after)):
         if name not in exempt and as_json(before.get(name)) != as_json(after.get(name)):
             yield name, before.get(name), after.get(name)
-
-
-def nonfinite_update(update_metrics: list[dict[str, Any]]) -> dict[str, float]:
-    """How many of a step's minibatch updates were skipped as non-finite."""
-    return {"updates_skipped": float(sum(float(m["update_skipped"]) for m in update_metrics))}
 
 
 def logged_advantage(targets: Any) -> jax.Array:
