@@ -83,6 +83,34 @@ def sampling_distribution(
     return jax.nn.log_softmax(z, axis=-1), ids
 
 
+def categorical_inverse_cdf(key: Array, logq: Array) -> Array:
+    """One draw per row from the categorical μ = exp(logq) [B, C] -> ids [B].
+
+    Inverse-CDF sampling: with u ~ U[0, 1) and the running mass
+    F_j = Σ_{i ≤ j} μ_i, the draw is the first j with F_j > u · F_{C−1}.
+    It needs one uniform per row, where the Gumbel-max trick
+    (`jax.random.categorical`) needs C of them and two logarithms each; at
+    decode shapes that was 8% of generation (benchmarks/profile_sampler.py).
+    A token with μ = 0 never satisfies the test first, because F does not
+    rise at it; rounding that puts u · F at or past F's last value is
+    clamped to the last token with μ > 0. The float32 running sum can shift
+    each token's probability by a few ulps of the total, far below any
+    sampling noise a test or a run can see.
+    """
+    return inverse_cdf_index(jax.random.uniform(key, logq.shape[:-1], jnp.float32), logq)
+
+
+def inverse_cdf_index(u: Array, logq: Array) -> Array:
+    """u [B] in [0, 1], logq [B, C] -> the first j with F_j > u · F_{C−1}
+    (clamped to the last token with μ > 0, so u = 1 is safe)."""
+    probs = jnp.exp(logq)
+    mass = jnp.cumsum(probs, axis=-1)
+    draw = jnp.sum(mass <= u[..., None] * mass[..., -1:], axis=-1)
+    positions = jnp.arange(logq.shape[-1])
+    last_possible = jnp.max(jnp.where(probs > 0, positions, 0), axis=-1)
+    return jnp.minimum(draw, last_possible)
+
+
 def _sample_step(logits, key, temperature, top_p, static: _Static):
     """One token per row: (token [B], log μ(token) [B], entropy of μ [B])."""
     if static.greedy:
@@ -92,7 +120,7 @@ def _sample_step(logits, key, temperature, top_p, static: _Static):
         entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
         return token.astype(jnp.int32), picked, entropy
     logq, ids = sampling_distribution(logits, temperature, static.top_k, top_p if static.top_p else None)
-    choice = jax.random.categorical(key, logq, axis=-1)
+    choice = categorical_inverse_cdf(key, logq)
     picked = jnp.take_along_axis(logq, choice[:, None], axis=-1)[:, 0]
     finite = jnp.isfinite(logq)
     entropy = -jnp.sum(jnp.where(finite, jnp.exp(logq) * logq, 0.0), axis=-1)

@@ -1,6 +1,9 @@
 """The KV-cache sampler against full re-forwards, token_stats and the exact
 top-k / top-p distribution."""
 
+import hypothesis
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +12,9 @@ from flax import nnx
 
 from rlzoo.policy import token_stats
 from rlzoo.rollout import validate
-from rlzoo.sampling import Sampler, bucket_length, response_tokens, sample
+from rlzoo.sampling import (
+    Sampler, bucket_length, categorical_inverse_cdf, inverse_cdf_index, response_tokens, sample,
+)
 
 PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18], [3]]
 PAD = 0
@@ -162,3 +167,44 @@ def test_input_errors(tiny_model):
         sample(tiny_model, [[1], []], num_samples=1, max_new_tokens=2, rng=jax.random.key(0), eos_id=1, pad_id=0)
     with pytest.raises(ValueError, match="token ids"):
         sample(tiny_model, [[1, 10_000]], num_samples=1, max_new_tokens=2, rng=jax.random.key(0), eos_id=1, pad_id=0)
+
+
+@hypothesis.given(
+    logits=hnp.arrays(np.float32, (8,), elements=st.floats(-6, 6, width=32)),
+    keep=hnp.arrays(bool, (8,)),
+)
+def test_inverse_cdf_draws_follow_the_distribution(logits, keep):
+    """categorical_inverse_cdf: zero-probability tokens are never drawn, and
+    the frequencies of 4000 draws pass a chi-square test against μ."""
+    keep[np.argmax(logits)] = True
+    logq = jax.nn.log_softmax(jnp.where(jnp.asarray(keep), jnp.asarray(logits), -jnp.inf))
+    n = 4000
+    draws = np.asarray(_draw_many(jax.random.key(int(np.abs(logits).sum() * 1000) % 2**31),
+                                  jnp.broadcast_to(logq, (n, 8))))
+    expected = np.asarray(jnp.exp(logq))
+    counts = np.bincount(draws, minlength=8)
+    assert counts[~keep].sum() == 0
+    # The chi-square approximation wants >= 5 expected counts per cell: pool
+    # the rare tokens into one cell, or into the likeliest token if still rare.
+    big = expected * n >= 5
+    observed, wanted = list(counts[big]), list(n * expected[big])
+    rest_count, rest_expected = counts[~big].sum(), n * expected[~big].sum()
+    if rest_expected >= 5:
+        observed.append(rest_count), wanted.append(rest_expected)
+    else:
+        top = int(np.argmax(wanted))
+        observed[top] += rest_count
+        wanted[top] += rest_expected
+    observed, wanted = np.asarray(observed), np.asarray(wanted)
+    if len(observed) >= 2:
+        chi2 = np.sum((observed - wanted) ** 2 / wanted)
+        assert chi2 < CHI2_999[len(observed) - 1], (counts, n * expected)
+
+
+_draw_many = jax.jit(categorical_inverse_cdf)
+
+
+def test_inverse_cdf_edges_stay_on_the_support():
+    logq = jnp.log(jnp.asarray([[0.0, 0.5, 0.0, 0.5, 0.0, 0.0]] * 3))
+    u = jnp.asarray([0.0, 0.5 - 1e-6, 1.0])  # 1.0 lies past [0, 1): rounding can get there
+    assert np.asarray(inverse_cdf_index(u, logq)).tolist() == [1, 1, 3]
