@@ -353,8 +353,10 @@ def _attend_one_query(q: Array, k: Array, v: Array, mask: Array) -> Array:
 
 
 KVCache = tuple[Array, Array]
-"""One layer's cache: keys and values, each [B, H_kv, S, d_head] (head-major,
-so decoding reads it without a transpose)."""
+"""One layer's cache: keys [B, H_kv, S, d_head] and values [B, H_kv, d_head, S]
+(head-major; the values slot-minor, the layout the weighted-value product
+reads, so XLA:CPU does not copy the value cache into it at every decode
+step, which took 13% of generation: benchmarks/profile_sampler.py)."""
 
 
 class Attention(nnx.Module):
@@ -381,7 +383,7 @@ class Attention(nnx.Module):
     ) -> tuple[Array, KVCache | None]:
         """x [B, T, D] -> ([B, T, D], updated cache); `rope` from `rope_angles`.
 
-        Without a cache, `mask` is [B, T, T]. With a cache [B, H_kv, S, d], the
+        Without a cache, `mask` is [B, T, T]. With a cache (`KVCache`), the
         new keys/values are written at slots cache_index .. cache_index+T−1;
         a mask [B, T, S] attends over the whole cache (decoding), a mask
         [B, T, T] over the new keys only (prefill into an empty cache).
@@ -398,12 +400,12 @@ class Attention(nnx.Module):
         new_cache = None
         if cache is not None:
             k_cache, v_cache = cache
-            index = (0, 0, cache_index, 0)
-            k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), index)
-            v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), index)
+            k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, cache_index, 0))
+            v_cache = jax.lax.dynamic_update_slice(
+                v_cache, v.swapaxes(2, 3).astype(v_cache.dtype), (0, 0, 0, cache_index))
             new_cache = (k_cache, v_cache)
             if mask.shape[-1] == k_cache.shape[2] and mask.shape[-1] != length:
-                k, v = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
+                k, v = k_cache.astype(q.dtype), v_cache.swapaxes(2, 3).astype(q.dtype)
             elif mask.shape[-1] != length:
                 raise ValueError(
                     f"attention mask has {mask.shape[-1]} key positions; expected {length} "
@@ -545,8 +547,9 @@ class Transformer(nnx.Module):
     def init_cache(self, batch: int, length: int) -> list[KVCache]:
         """Zero KV cache for `length` slots, in the compute dtype."""
         cfg = self.cfg
-        shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
-        return [(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)) for _ in range(cfg.num_layers)]
+        keys = (batch, cfg.num_kv_heads, length, cfg.head_dim)
+        values = (batch, cfg.num_kv_heads, cfg.head_dim, length)
+        return [(jnp.zeros(keys, cfg.dtype), jnp.zeros(values, cfg.dtype)) for _ in range(cfg.num_layers)]
 
     def output_weight(self) -> Array:
         """W_out [D, V] (the transposed embedding when tied)."""
