@@ -11,6 +11,9 @@ top-k, top-p on/off, greedy on/off) does everything on device:
    softmax(z / τ) restricted to the top-k tokens and to the smallest set of
    most likely tokens whose mass reaches top-p, feeds it back at cache slot
    P + i, and stops when every row has produced an end token or N tokens;
+   long generations run as a few such loops (`decode_segment_ends`), each
+   over a cache that ends at its last slot, so attention reads only the
+   filled part of the cache (up to one segment more);
 3. re-alignment: each row is rolled left by its padding, so tokens =
    prompt + response, right-padded, as the Rollout rule wants.
 
@@ -160,7 +163,8 @@ def _generate(graphdef, static: _Static, mesh, counter: list, state, prompts, le
     prompt_valid = slot[None, :] >= left_pad[:, None]                      # [G, P]
     positions = jnp.maximum(slot[None, :] - left_pad[:, None], 0)
     mask = jnp.tril(jnp.ones((prompt_len, prompt_len), bool))[None] & prompt_valid[:, None, :]
-    cache = model.init_cache(groups, slots)
+    segment_ends = decode_segment_ends(n)
+    cache = model.init_cache(groups, prompt_len + segment_ends[0])
     hidden, cache = model.forward_cached(prompts, positions, mask, cache, 0)
     logits = model.logits(hidden[:, -1])                                   # [G, V]
 
@@ -171,30 +175,43 @@ def _generate(graphdef, static: _Static, mesh, counter: list, state, prompts, le
     lengths_b, left_pad_b = repeat(lengths), repeat(left_pad)
     key_valid = jnp.concatenate([repeat(prompt_valid), jnp.ones((batch, n), bool)], axis=1)
 
-    def cond(carry):
-        i, _, _, done, *_ = carry
-        return (i < n) & ~jnp.all(done)
+    def decode(carry, end):
+        """Steps up to new token `end`, over a cache of prompt_len + end slots."""
+        filled = prompt_len + end
 
-    def body(carry):
-        i, logits, cache, done, out_tok, out_logp, out_ent = carry
-        token, logp, entropy = _sample_step(logits, jax.random.fold_in(rng, i), temperature, top_p, static)
-        token = jnp.where(done, pad_id, token)
-        out_tok = out_tok.at[:, i].set(token)
-        out_logp = out_logp.at[:, i].set(jnp.where(done, 0.0, logp))
-        out_ent = out_ent.at[:, i].set(jnp.where(done, 0.0, entropy))
-        done = done | jnp.any(token[:, None] == eos_ids[None, :], axis=1)
-        step_mask = (jnp.arange(slots) <= prompt_len + i)[None, None, :] & key_valid[:, None, :]
-        hidden, cache = model.forward_cached(
-            token[:, None], (lengths_b + i)[:, None], step_mask, cache, prompt_len + i
-        )
-        return i + 1, model.logits(hidden[:, 0]), cache, done, out_tok, out_logp, out_ent
+        def cond(carry):
+            i, _, _, done, *_ = carry
+            return (i < end) & ~jnp.all(done)
+
+        def body(carry):
+            i, logits, cache, done, out_tok, out_logp, out_ent = carry
+            token, logp, entropy = _sample_step(logits, jax.random.fold_in(rng, i), temperature, top_p, static)
+            token = jnp.where(done, pad_id, token)
+            out_tok = out_tok.at[:, i].set(token)
+            out_logp = out_logp.at[:, i].set(jnp.where(done, 0.0, logp))
+            out_ent = out_ent.at[:, i].set(jnp.where(done, 0.0, entropy))
+            done = done | jnp.any(token[:, None] == eos_ids[None, :], axis=1)
+            step_mask = (jnp.arange(filled) <= prompt_len + i)[None, None, :] & key_valid[:, None, :filled]
+            hidden, cache = model.forward_cached(
+                token[:, None], (lengths_b + i)[:, None], step_mask, cache, prompt_len + i
+            )
+            return i + 1, model.logits(hidden[:, 0]), cache, done, out_tok, out_logp, out_ent
+
+        return jax.lax.while_loop(cond, body, carry)
 
     carry = (
         jnp.int32(0), logits, cache, jnp.zeros((batch,), bool),
         jnp.full((batch, n), pad_id, jnp.int32),
         jnp.zeros((batch, n), jnp.float32), jnp.zeros((batch, n), jnp.float32),
     )
-    _, _, _, done, out_tok, out_logp, out_ent = jax.lax.while_loop(cond, body, carry)
+    for segment, end in enumerate(segment_ends):
+        if segment:
+            i, logits, cache, *rest = carry
+            cache = model.extend_cache(cache, prompt_len + end)
+            cache = jax.tree.map(lambda c: _on_batch_axes(c, mesh, ("tensor",)), cache)
+            carry = (i, logits, cache, *rest)
+        carry = decode(carry, end)
+    _, _, _, done, out_tok, out_logp, out_ent = carry
 
     # Generated tokens up to and including the first end token.
     is_eos = jnp.any(out_tok[:, :, None] == eos_ids[None, None, :], axis=-1)
@@ -215,6 +232,24 @@ def _generate(graphdef, static: _Static, mesh, counter: list, state, prompts, le
         "tokens": tokens, "loss_mask": mask, "behaviour_logprobs": logp,
         "sample_entropy": entropy, "truncated": ~has_eos,
     }
+
+
+DECODE_SEGMENT = 128
+"""New tokens per decode segment (see `decode_segment_ends`)."""
+MAX_DECODE_SEGMENTS = 8
+
+
+def decode_segment_ends(max_new_tokens: int) -> tuple[int, ...]:
+    """Where the decode loop's segments end, in new tokens.
+
+    Each segment is its own `while_loop` over a KV cache that holds only the
+    prompt and the segment's slots, so step i attends over at most
+    P + (end of its segment) keys instead of P + N. Every segment compiles
+    its own loop body: segments are DECODE_SEGMENT new tokens long (a single
+    one up to that length) and there are at most MAX_DECODE_SEGMENTS of them.
+    """
+    length = max(DECODE_SEGMENT, -(-max_new_tokens // MAX_DECODE_SEGMENTS))
+    return tuple(min(end, max_new_tokens) for end in range(length, max_new_tokens + length, length))
 
 
 def bucket_length(length: int, min_bucket: int = 16, buckets: Sequence[int] | None = None) -> int:

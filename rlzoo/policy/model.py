@@ -551,6 +551,14 @@ class Transformer(nnx.Module):
         values = (batch, cfg.num_kv_heads, cfg.head_dim, length)
         return [(jnp.zeros(keys, cfg.dtype), jnp.zeros(values, cfg.dtype)) for _ in range(cfg.num_layers)]
 
+    def extend_cache(self, cache: list[KVCache], length: int) -> list[KVCache]:
+        """The cache with empty slots appended up to `length` slots in all."""
+        def grow(x: Array, slot_axis: int) -> Array:
+            pad = [(0, 0)] * x.ndim
+            pad[slot_axis] = (0, length - x.shape[slot_axis])
+            return jnp.pad(x, pad)
+        return [(grow(keys, 2), grow(values, 3)) for keys, values in cache]
+
     def output_weight(self) -> Array:
         """W_out [D, V] (the transposed embedding when tied)."""
         if self.lm_head is None:

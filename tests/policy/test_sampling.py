@@ -208,3 +208,30 @@ def test_inverse_cdf_edges_stay_on_the_support():
     logq = jnp.log(jnp.asarray([[0.0, 0.5, 0.0, 0.5, 0.0, 0.0]] * 3))
     u = jnp.asarray([0.0, 0.5 - 1e-6, 1.0])  # 1.0 lies past [0, 1): rounding can get there
     assert np.asarray(inverse_cdf_index(u, logq)).tolist() == [1, 1, 3]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_decode_segments_change_nothing(tiny_model, monkeypatch, temperature):
+    """Decoding in segments over a growing cache (here 3 + 3 + 1 new tokens)
+    gives the tokens and log-probs of one loop over the full cache."""
+    import rlzoo.sampling as sampling
+
+    def run():
+        return Sampler()(tiny_model, PROMPTS, num_samples=2, max_new_tokens=NEW, rng=jax.random.key(3),
+                         temperature=temperature, eos_id=tiny_model.cfg.vocab_size, pad_id=PAD)
+
+    whole = run()
+    monkeypatch.setattr(sampling, "DECODE_SEGMENT", 3)
+    assert sampling.decode_segment_ends(NEW) == (3, 6, 7)
+    segmented = run()
+    np.testing.assert_array_equal(np.asarray(segmented.tokens), np.asarray(whole.tokens))
+    np.testing.assert_allclose(np.asarray(segmented.behaviour_logprobs), np.asarray(whole.behaviour_logprobs),
+                               atol=1e-5)
+
+
+def test_decode_segment_ends():
+    from rlzoo.sampling import DECODE_SEGMENT, MAX_DECODE_SEGMENTS, decode_segment_ends
+    for n in (1, DECODE_SEGMENT - 1, DECODE_SEGMENT, DECODE_SEGMENT + 1, 5 * DECODE_SEGMENT + 3, 10**5):
+        ends = decode_segment_ends(n)
+        assert ends[-1] == n and list(ends) == sorted(set(ends)) and len(ends) <= MAX_DECODE_SEGMENTS
+        assert len(ends) == 1 or all(b - a == ends[0] for a, b in zip(ends, ends[1:-1]))
