@@ -93,7 +93,7 @@ def categorical_inverse_cdf(key: Array, logq: Array) -> Array:
     F_j = Σ_{i ≤ j} μ_i, the draw is the first j with F_j > u · F_{C−1}.
     It needs one uniform per row, where the Gumbel-max trick
     (`jax.random.categorical`) needs C of them and two logarithms each; at
-    decode shapes that was 8% of generation (benchmarks/profile_sampler.py).
+    decode shapes that was 8% of generation (benchmarks/profile_step.py).
     A token with μ = 0 never satisfies the test first, because F does not
     rise at it; rounding that puts u · F at or past F's last value is
     clamped to the last token with μ > 0. The float32 running sum can shift

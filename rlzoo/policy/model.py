@@ -356,7 +356,7 @@ KVCache = tuple[Array, Array]
 """One layer's cache: keys [B, H_kv, S, d_head] and values [B, H_kv, d_head, S]
 (head-major; the values slot-minor, the layout the weighted-value product
 reads, so XLA:CPU does not copy the value cache into it at every decode
-step, which took 13% of generation: benchmarks/profile_sampler.py)."""
+step, which took 13% of generation: benchmarks/profile_step.py)."""
 
 
 class Attention(nnx.Module):
