@@ -50,6 +50,7 @@ import pathlib
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -361,6 +362,68 @@ def rlzoo_settings(trainer) -> dict:
 
 
 # --------------------------------------------------------------------------
+# tunix (its own virtual environment, driven over a pipe)
+# --------------------------------------------------------------------------
+
+TUNIX_WORKER = pathlib.Path(__file__).parent / "tunix_worker.py"
+
+
+class TunixRun:
+    """tunix's GRPOLearner in the Python of its own virtual environment
+    (benchmarks/tunix_worker.py), one step per `step()`; the worker's parts
+    are generate, update and other (its rewards and advantages are in other)."""
+
+    def __init__(self, python: str, ckpt: str, wl: Workload, seed: int, threads: int):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-grpo-tunix-", suffix=".log")
+        command = [python, str(TUNIX_WORKER), "--ckpt", ckpt, "--prompts", str(wl.prompts),
+                   "--samples", str(wl.samples), "--prompt-len", str(wl.prompt_len),
+                   "--new-tokens", str(wl.new_tokens), "--seed", str(seed), "--threads", str(threads)]
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     text=True)
+        ready = self._read()
+        self.setup_s = time.perf_counter() - start
+        self.settings = {"tunix": ready["tunix"], "jax": ready["jax"], "notes": ready["notes"],
+                         "python": python}
+        self.records: list[dict] = []
+        self.lengths: set[int] = set()
+        self.rows_expected, self.new_tokens = wl.rows, wl.new_tokens
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            tail = self.log.read()[-3000:]
+            raise RuntimeError(f"the tunix worker stopped (exit code {self.proc.poll()}); its log ends:\n{tail}")
+        return json.loads(line)
+
+    def _cpu_s(self) -> float:
+        fields = pathlib.Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def step(self) -> None:
+        cpu = self._cpu_s()
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        row = self._read()
+        row["cpu_s"] = self._cpu_s() - cpu
+        row["score"] = row["forwards"] = 0.0  # inside the worker's "other"
+        self.lengths.update(row.pop("generated"))
+        if row["rows"] != self.rows_expected or self.lengths != {self.new_tokens}:
+            raise AssertionError(f"tunix batch is not the workload: {row['rows']} rows, lengths {self.lengths}")
+        self.records.append(row)
+
+    def close(self) -> dict:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=60)
+        self.log.close()
+        return {"setup_s": self.setup_s, "steps": self.records, "settings": self.settings,
+                "batch_check": {"rows": self.rows_expected, "generated": sorted(self.lengths)}}
+
+
+# --------------------------------------------------------------------------
 # TRL
 # --------------------------------------------------------------------------
 
@@ -604,10 +667,10 @@ def plot(report: dict, path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["rlzoo", "trl"]
+    names = [name for name in ("rlzoo", "trl", "tunix") if name in report]
     colors = {"generate": "tab:blue", "score": "tab:olive", "forwards": "tab:purple", "update": "tab:orange",
               "other": "tab:gray"}
-    fig, ax = plt.subplots(figsize=(7, 2.8))
+    fig, ax = plt.subplots(figsize=(7, 1.6 + 0.6 * len(names)))
     for i, name in enumerate(names):
         left = 0.0
         for part in PARTS:
@@ -615,15 +678,16 @@ def plot(report: dict, path: pathlib.Path) -> None:
             ax.barh(i, max(value, 0.0), left=left, color=colors[part], label=part if i == 0 else None)
             left += max(value, 0.0)
         ax.text(left, i, f"  {report[name]['median_s']['total']:.2f} s", va="center", fontsize=8)
-    ax.set_yticks(range(len(names)), ["rlzoo Trainer.step", "TRL GRPOTrainer"])
+    labels = {"rlzoo": "rlzoo Trainer.step", "trl": "TRL GRPOTrainer", "tunix": "tunix GRPOLearner"}
+    ax.set_yticks(range(len(names)), [labels[name] for name in names])
     ax.invert_yaxis()
     ax.set_xlabel("median seconds per GRPO step (lower is better)")
     ax.set_xlim(0, 1.25 * max(report[n]["median_s"]["total"] for n in names))
     wl = report["workload"]
-    ratio = report["ratio_trl_over_rlzoo"]["total"]
+    ratios = "; ".join(f"{peer} / rlzoo time {report[f'ratio_{peer}_over_rlzoo']['total']:.2f}"
+                       for peer in names[1:])
     ax.set_title(f"{wl['prompts']} prompts x {wl['samples']}, {wl['prompt_len']}+{wl['new_tokens']} tokens, "
-                 f"{report['params'] / 1e6:.1f}M params; TRL / rlzoo time {ratio:.2f} (> 1: rlzoo faster)",
-                 fontsize=8.5)
+                 f"{report['params'] / 1e6:.1f}M params; {ratios} (> 1: rlzoo faster)", fontsize=8.5)
     ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -644,8 +708,9 @@ def plot_scaling(report: dict, path: pathlib.Path) -> None:
             ax.set_visible(False)
             continue
         xs = [p[key] for p in points]
-        for name, style in (("rlzoo", "o-"), ("trl", "s--")):
-            ax.plot(xs, [p[name]["median_s"]["total"] for p in points], style, label=name)
+        for name, style in (("rlzoo", "o-"), ("trl", "s--"), ("tunix", "^:")):
+            if name in points[0]:
+                ax.plot(xs, [p[name]["median_s"]["total"] for p in points], style, label=name)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(label)
@@ -693,19 +758,28 @@ def compare(ckpt: str, wl: Workload, args, counter: CompileCounter, cache_base: 
     --alternate step (default) each repeat runs rlzoo's warm-up steps, then TRL's
     steps with one rlzoo step after each of TRL's measured ones (so both see the
     same machine load); with --alternate repeat, all rlzoo steps, then all TRL's."""
-    reps = {"rlzoo": [], "trl": []}
+    reps = {"rlzoo": [], "trl": []} | ({"tunix": []} if args.tunix_python else {})
     peaks = []
     for r in range(args.repeats):
         set_disk_cache(args.disk_cache, cache_base / label, r)
         gc.collect()
-        rl = RlzooRun(ckpt, wl, args.seed + r, counter)
+        runs = [RlzooRun(ckpt, wl, args.seed + r, counter)]
         try:
-            for _ in range(args.warmup if args.alternate == "step" else args.warmup + args.steps):
-                rl.step()
-            after = (lambda i: rl.step() if i >= args.warmup else None) if args.alternate == "step" else None
+            if args.tunix_python:
+                runs.append(TunixRun(args.tunix_python, ckpt, wl, args.seed + r, args.threads))
+            for run in runs:
+                for _ in range(args.warmup if args.alternate == "step" else args.warmup + args.steps):
+                    run.step()
+
+            def after(i: int) -> None:
+                if args.alternate == "step" and i >= args.warmup:
+                    for run in runs:
+                        run.step()
+
             reps["trl"].append(run_trl(ckpt, wl, args.warmup, args.steps, args.seed + r, after_step=after))
         finally:
-            reps["rlzoo"].append(rl.close())
+            for name, run in zip(("rlzoo", "tunix"), runs):
+                reps[name].append(run.close())
         for name in reps:
             steps = reps[name][-1]["steps"]
             print(f"  [{label}] repeat {r + 1}/{args.repeats} {name:>5}: first step {steps[0]['total']:.2f}s, "
@@ -718,15 +792,16 @@ def compare(ckpt: str, wl: Workload, args, counter: CompileCounter, cache_base: 
         out[name]["batch_check"] = reps[name][0]["batch_check"]
         out[name]["raw_steps"] = [[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()}
                                    for s in rep["steps"]] for rep in reps[name]]
-    out["ratio_trl_over_rlzoo"] = {
-        part: (round(out["trl"]["median_s"][part] / out["rlzoo"]["median_s"][part], 2)
-               if out["rlzoo"]["median_s"][part] > 1e-6 else None)
-        for part in ("total",) + PARTS
-    } | {
-        "total_best_runs": round(out["trl"]["best_total_s"] / out["rlzoo"]["best_total_s"], 2),
-        "first_step": round(statistics.median(out["trl"]["first_step_s_per_repeat"])
-                            / statistics.median(out["rlzoo"]["first_step_s_per_repeat"]), 2),
-    }
+    for peer in [name for name in reps if name != "rlzoo"]:
+        out[f"ratio_{peer}_over_rlzoo"] = {
+            part: (round(out[peer]["median_s"][part] / out["rlzoo"]["median_s"][part], 2)
+                   if out["rlzoo"]["median_s"][part] > 1e-6 else None)
+            for part in ("total",) + PARTS
+        } | {
+            "total_best_runs": round(out[peer]["best_total_s"] / out["rlzoo"]["best_total_s"], 2),
+            "first_step": round(statistics.median(out[peer]["first_step_s_per_repeat"])
+                                / statistics.median(out["rlzoo"]["first_step_s_per_repeat"]), 2),
+        }
     out["rlzoo"]["first_step_note"] = FIRST_STEP_NOTE
     out["flops"] = flops
     out["matmul_peak_per_repeat"] = [{k: round(v, 1) for k, v in p.items()} for p in peaks]
@@ -758,6 +833,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: step time as completion length and rows grow (slow)")
     parser.add_argument("--scaling-lengths", type=int, nargs="*", default=[64, 128, 256, 512])
     parser.add_argument("--scaling-rows", type=int, nargs="*", default=[32, 64, 128, 256])
+    parser.add_argument("--tunix-python", default=None,
+                        help="the Python of a virtual environment with google-tunix 0.1.7: tunix's GRPOLearner "
+                             "joins as a third peer (benchmarks/tunix_worker.py), stepped after each TRL step")
     parser.add_argument("--out", default=None, help="JSON path (a PNG is written next to it)")
     args = parser.parse_args(argv)
     if args.repeats is None:
@@ -766,6 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         args.steps = 3 if args.scaling else 10
     if args.repeats < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("need --repeats >= 1, --steps >= 1, --warmup >= 0")
+    if args.tunix_python and not os.access(args.tunix_python, os.X_OK):
+        parser.error(f"--tunix-python {args.tunix_python}: no such executable")
     out = pathlib.Path(args.out or RESULTS / ("grpo_step_scaling.json" if args.scaling else "grpo_step.json"))
 
     pinned = None
@@ -829,13 +909,13 @@ def main(argv: list[str] | None = None) -> int:
             report["points"] = []
             for axis, value, wl in points:
                 result = compare(ckpt, wl, args, counter, tmp, f"{axis}{value}")
-                report["points"].append({"axis": axis, axis: value, "workload": dataclasses.asdict(wl),
-                                         "rlzoo": {k: result["rlzoo"][k] for k in ("median_s", "first_step_s_per_repeat",
-                                                                                  "gflops_per_s")},
-                                         "trl": {k: result["trl"][k] for k in ("median_s", "first_step_s_per_repeat",
-                                                                              "gflops_per_s")},
-                                         "ratio_trl_over_rlzoo": result["ratio_trl_over_rlzoo"],
-                                         "flops": result["flops"]})
+                names = [name for name in ("rlzoo", "trl", "tunix") if name in result]
+                point = {"axis": axis, axis: value, "workload": dataclasses.asdict(wl), "flops": result["flops"]}
+                for name in names:
+                    point[name] = {k: result[name][k] for k in ("median_s", "first_step_s_per_repeat", "gflops_per_s")}
+                    if name != "rlzoo":
+                        point[f"ratio_{name}_over_rlzoo"] = result[f"ratio_{name}_over_rlzoo"]
+                report["points"].append(point)
                 report["params"] = result["rlzoo"]["settings"]["params"]
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(report, indent=2, default=str))  # partial results survive a long run
@@ -848,18 +928,23 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2, default=str))
     (plot_scaling if args.scaling else plot)(report, out.with_suffix(".png"))
     if not args.scaling:
-        r, t, q = report["rlzoo"], report["trl"], report["ratio_trl_over_rlzoo"]
+        peers = [name for name in ("trl", "tunix") if name in report]
         for part in ("total",) + PARTS:
-            print(f"{part:>9}: rlzoo {r['median_s'][part]:8.3f}s  TRL {t['median_s'][part]:8.3f}s  "
-                  f"TRL/rlzoo {q[part] if q[part] is not None else '-'}")
-        print(f"first step: rlzoo {r['first_step_s_per_repeat']}s  TRL {t['first_step_s_per_repeat']}s")
-        print(f"compiles (lowerings) in step 2: {[c['step2']['lowerings'] for c in r['compiles_per_repeat']]}")
+            print(f"{part:>9}: rlzoo {report['rlzoo']['median_s'][part]:8.3f}s  " + "  ".join(
+                f"{peer} {report[peer]['median_s'][part]:8.3f}s ({peer}/rlzoo "
+                f"{report[f'ratio_{peer}_over_rlzoo'][part]})" for peer in peers))
+        for name in ["rlzoo"] + peers:
+            print(f"{name}: first step {report[name]['first_step_s_per_repeat']}s, GFLOP/s "
+                  f"{report[name]['gflops_per_s']}")
+        print("compiles (lowerings) in step 2: "
+              f"{[c['step2']['lowerings'] for c in report['rlzoo']['compiles_per_repeat']]}")
         peak = statistics.median(p["jax_gflops_best"] for p in report["matmul_peak_per_repeat"])
-        print(f"GFLOP/s: rlzoo {r['gflops_per_s']}  TRL {t['gflops_per_s']}  jax matmul peak {peak:.1f}")
+        print(f"jax matmul peak {peak:.1f} GFLOP/s")
     else:
         for p in report["points"]:
-            print(f"{p['axis']}={p[p['axis']]}: rlzoo {p['rlzoo']['median_s']['total']:.3f}s  "
-                  f"TRL {p['trl']['median_s']['total']:.3f}s  TRL/rlzoo {p['ratio_trl_over_rlzoo']['total']}")
+            print(f"{p['axis']}={p[p['axis']]}: rlzoo {p['rlzoo']['median_s']['total']:.3f}s  " + "  ".join(
+                f"{peer} {p[peer]['median_s']['total']:.3f}s ({peer}/rlzoo {p[f'ratio_{peer}_over_rlzoo']['total']})"
+                for peer in ("trl", "tunix") if peer in p))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

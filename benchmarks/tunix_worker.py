@@ -58,8 +58,8 @@ NOTES = [
     "GRPO loss as tunix defaults: loss_agg_mode sequence-mean-token-mean, epsilon 0.2, advantages (r - mean) / "
     "(std + 1e-6) per group; beta 0: no reference model is built or run; num_iterations 1: no old-policy forward",
     "no metric backends (metrics_logging_options None: no tensorboard / wandb), no checkpointing "
-    "(checkpoint_root_directory None), tqdm progress bar off (TQDM_DISABLE=1); max_steps and eval_every_n_steps are "
-    "set to 1e9 because the learner needs them, and there is no eval set",
+    "(checkpoint_root_directory None), tqdm progress bar off (TQDM_DISABLE=1); max_steps and eval_every_n_steps "
+    "are set to 1e9 because the learner needs them, and there is no eval set",
     "one device, mesh axes (fsdp, tp) = (1, 1); no persistent jax compilation cache",
 ]
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -222,7 +222,8 @@ class Worker:
             self.compiles_before = self.compiles
             step += 1
             self.start = time.perf_counter()
-            yield {"prompts": self.np.array(prompts)}  # an array, as a grain batch would be (a list gets split by jax.tree.map)
+            # an array, as a grain batch would be (the learner's jax.tree.map would split a list into its strings)
+            yield {"prompts": self.np.array(prompts)}
 
     def finish_step(self) -> None:
         total = time.perf_counter() - self.start
