@@ -5,6 +5,7 @@
     rlzoo sft  [--task arithmetic] [--model tiny] [--sft-steps N]
     rlzoo eval --run-dir runs/grpo-arithmetic-0
     rlzoo list [--family policy-loss]
+    rlzoo list --envs                       # the built-in multi-turn environments
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    if args.envs:
+        from rlzoo.envs import describe_env, list_envs
+
+        table = Table(title="rlzoo environments (rlzoo.envs.load_env: a NAME, or module:Class for your own)")
+        for column in ("name", "what it is"):
+            table.add_column(column, overflow="fold")
+        for name in list_envs():
+            table.add_row(name, describe_env(name))
+        Console(width=args.width).print(table)
+        return 0
     if args.family is not None and args.family not in FAMILIES:
         raise ValueError(f"unknown family {args.family!r}; choose one of {', '.join(FAMILIES)}")
     table = Table(title="rlzoo algorithms")
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             listing.add_argument("--family", help=f"only this family ({', '.join(FAMILIES)})")
             listing.add_argument("--width", type=int, default=None, help="table width in characters")
             listing.add_argument("--markdown", action="store_true", help="print a Markdown table")
+            listing.add_argument("--envs", action="store_true", help="list the built-in environments instead")
             return _cmd_list(listing.parse_args(rest))
         if command == "eval":
             return _cmd_eval(rest)

@@ -45,7 +45,7 @@ _ROW_FIELDS = (
     "ref_logprobs", "reward_components", "prompt_ids", "is_expert",
     "policy_version", "token_rewards", "old_values", "segment_ids",
     "sample_entropy", "inference_logprobs", "truncated", "answer_ids",
-    "old_topk_logprobs",
+    "old_topk_logprobs", "turn_ids", "turn_rewards", "state_keys", "num_turns",
 )
 
 
@@ -102,6 +102,19 @@ class Rollout:
     """[B, T, k] f32: the k largest log-probs of the behaviour policy's
     next-token distribution at each position (like `behaviour_logprobs`, at
     sampling time), for methods that summarise the old distribution."""
+    turn_ids: Array | None = None
+    """[B, T] int32: 0 = not a policy token (prompt, observation, tool result,
+    padding); k = a token of the row's k-th policy turn (multi-turn episodes).
+    Wherever `loss_mask` is True, turn_ids > 0."""
+    turn_rewards: Array | None = None
+    """[B, N] f32: the reward the environment gave after each policy turn
+    (N = the most turns any row may take; 0 past `num_turns`)."""
+    state_keys: Array | None = None
+    """[B, N] int32: a hash of the environment's state before each policy turn
+    (equal keys = the same state, for anchor-state groups; −1 past
+    `num_turns` or where the environment gives no key)."""
+    num_turns: Array | None = None
+    """[B] int32: policy turns the row's episode took (1 for single-turn rows)."""
     normaliser: Normaliser | None = None
     """Whole-minibatch counts for exact microbatch accumulation (see `with_normaliser`)."""
 
@@ -245,6 +258,10 @@ _FIELD_SPECS = {
     "truncated": ("[B]", bool, "b"),
     "answer_ids": ("[B]", jnp.int32, "iu"),
     "old_topk_logprobs": ("[B, T, k]", jnp.float32, "f"),
+    "turn_ids": ("[B, T]", jnp.int32, "iu"),
+    "turn_rewards": ("[B, N]", jnp.float32, "f"),
+    "state_keys": ("[B, N]", jnp.int32, "iu"),
+    "num_turns": ("[B]", jnp.int32, "iu"),
 }
 ROLLOUT_FIELDS = frozenset(_FIELD_SPECS)
 POLICY_OUTPUTS = frozenset({"entropy", "values", "topk_logprobs"})
@@ -291,7 +308,8 @@ def validate(rollout: Rollout, needs: Iterable[str] = ()) -> Rollout:
             f"Rollout.loss_mask[:, 0] must be False (position 0 has no context to "
             f"predict it from), but it is True in rows {rows[:8].tolist()}"
         )
-    for name in ("rewards", "reward_components", "token_rewards", "sample_weight"):
+    _check_turns(rollout)
+    for name in ("rewards", "reward_components", "token_rewards", "sample_weight", "turn_rewards"):
         value = getattr(rollout, name)
         if value is not None and _is_concrete(value) and not np.all(np.isfinite(np.asarray(value))):
             bad = np.argwhere(~np.isfinite(np.asarray(value)))[:4].tolist()
@@ -301,6 +319,33 @@ def validate(rollout: Rollout, needs: Iterable[str] = ()) -> Rollout:
     if _is_concrete(rollout.sample_weight) and np.any(np.asarray(rollout.sample_weight) < 0):
         raise ValueError("Rollout.sample_weight must be >= 0")
     return rollout
+
+
+def _check_turns(rollout: Rollout) -> None:
+    """Turn fields agree with the mask and with each other (the shape checks
+    already make the per-turn arrays share one N): every trained token
+    belongs to a policy turn, and no token's turn exceeds its row's
+    num_turns or the N slots of the per-turn arrays."""
+    slots = [value.shape[1] for value in (rollout.turn_rewards, rollout.state_keys) if value is not None]
+    turn_ids = rollout.turn_ids
+    if turn_ids is None or not (_is_concrete(turn_ids) and _is_concrete(rollout.loss_mask)):
+        return
+    ids, mask = np.asarray(turn_ids), np.asarray(rollout.loss_mask)
+    if np.any(ids < 0):
+        raise ValueError("Rollout.turn_ids must be >= 0 (0 = not a policy token)")
+    untagged = mask & (ids == 0)
+    if np.any(untagged):
+        raise ValueError(
+            f"Rollout.loss_mask is True on tokens with turn_ids 0 (not a policy token) in rows "
+            f"{np.flatnonzero(untagged.any(1))[:8].tolist()}"
+        )
+    if rollout.num_turns is not None and _is_concrete(rollout.num_turns):
+        over = ids.max(axis=1) > np.asarray(rollout.num_turns)
+        if np.any(over):
+            raise ValueError(f"Rollout.turn_ids exceed Rollout.num_turns in rows {np.flatnonzero(over)[:8].tolist()}")
+    if slots and ids.max(initial=0) > slots[0]:
+        raise ValueError(f"Rollout.turn_ids reach turn {ids.max()}, past the N = {slots[0]} slots of the "
+                         "per-turn arrays")
 
 
 def _check_trained_values(rollout: Rollout) -> None:

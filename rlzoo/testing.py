@@ -98,7 +98,30 @@ def random_batch(
         values=jnp.asarray(rng.normal(0, 1, (batch, length)), jnp.float32),
         topk_logprobs=jnp.asarray(topk, jnp.float32),
     )
-    return rollout, stats
+    return rollout.replace(**_turn_fields(rng, mask, rewards)), stats
+
+
+def _turn_fields(rng: np.random.Generator, mask: np.ndarray, rewards: np.ndarray) -> dict[str, jnp.ndarray]:
+    """Turn fields consistent with `mask`: each run of trained tokens is one
+    policy turn (a gap in a response is an observation between two turns);
+    turn rewards add up to the row's reward; state keys from a small set,
+    so some states repeat across rows."""
+    batch = mask.shape[0]
+    starts = mask & ~np.pad(mask, ((0, 0), (1, 0)))[:, :-1]
+    turn_ids = np.where(mask, np.cumsum(starts, axis=1), 0)
+    num_turns = turn_ids.max(axis=1)
+    slots = max(2, int(num_turns.max()))
+    turn_rewards = np.zeros((batch, slots))
+    split = rng.normal(0, 1, batch)
+    for row, n in enumerate(num_turns):
+        if n:
+            turn_rewards[row, :n - 1] = split[row] / max(n - 1, 1)
+            turn_rewards[row, n - 1] = rewards[row] - turn_rewards[row, :n - 1].sum()
+    state_keys = np.where(np.arange(slots)[None] < num_turns[:, None], rng.integers(0, 3, (batch, slots)), -1)
+    return {
+        "turn_ids": jnp.asarray(turn_ids, jnp.int32), "num_turns": jnp.asarray(num_turns, jnp.int32),
+        "turn_rewards": jnp.asarray(turn_rewards, jnp.float32), "state_keys": jnp.asarray(state_keys, jnp.int32),
+    }
 
 
 def loss_and_grad(

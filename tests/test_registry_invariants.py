@@ -5,7 +5,9 @@ regulariser switched on where the algorithm has one):
 - loss and gradient are finite on random rollouts, with extreme log-probs,
   fully masked rows and groups whose rewards are all equal;
 - entries where loss_mask is False change neither loss nor gradient, and get
-  zero gradient, even when they are NaN (padding that was never filled);
+  zero gradient, even when they are NaN (padding that was never filled); this
+  includes the observation and tool tokens between two policy turns of a
+  multi-turn row;
 - permuting groups, and rows within a group, permutes the gradient and
   leaves the loss unchanged;
 - jit and eager agree;
@@ -113,6 +115,8 @@ def _perturb_off_mask(rollout, stats, seed):
 def test_mask_invariance(algo):
     check_exempt(algo, "mask")
     rollout, stats = batch_for(algo, seed=2)
+    # The batch holds multi-turn rows: untrained observation / tool tokens between two policy turns.
+    assert int(np.asarray(rollout.num_turns).max()) >= 2
     loss, _, grads = jitted(algo)(stats, rollout)
     loss2, _, grads2 = jitted(algo)(*_perturb_off_mask(rollout, stats, seed=3)[::-1])
     np.testing.assert_allclose(loss, loss2, rtol=1e-5, atol=1e-6)
@@ -133,7 +137,8 @@ def _nan_off_mask(rollout, stats):
         where = off.reshape(off.shape + (1,) * (x.ndim - 2))
         return jnp.asarray(np.where(where, np.nan, x), x.dtype)
 
-    per_token = [f for f in dataclasses.fields(rollout) if f.name not in ("rewards", "sample_weight", "reward_components")]
+    per_token = [f for f in dataclasses.fields(rollout)
+                 if f.name not in ("rewards", "sample_weight", "reward_components", "turn_rewards")]
     rollout = rollout.replace(**{f.name: poison(getattr(rollout, f.name)) for f in per_token if f.metadata.get("pytree_node", True)})
     stats = stats.replace(**{f.name: poison(getattr(stats, f.name)) for f in dataclasses.fields(stats)})
     return rollout, stats

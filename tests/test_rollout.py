@@ -51,6 +51,32 @@ def test_malformed_rollout_raises_clear_error(overrides, group_size, message):
         make_rollout(**good(**overrides), group_size=group_size)
 
 
+def turns(**overrides):
+    """Turn fields for good(): turn 1 on tokens 2-3, turn 2 on token 4, N = 3 turn slots."""
+    turn_ids = np.zeros((B, T), np.int32)
+    turn_ids[:, 2:4], turn_ids[:, 4] = 1, 2
+    kw = dict(turn_ids=turn_ids, turn_rewards=np.zeros((B, 3), np.float32),
+              state_keys=np.full((B, 3), -1, np.int32), num_turns=np.full((B,), 2, np.int32))
+    kw.update(overrides)
+    return kw
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"turn_ids": np.zeros((B, T), np.int32)}, r"loss_mask is True on tokens with turn_ids 0"),
+    ({"num_turns": np.ones((B,), np.int32)}, r"turn_ids exceed Rollout.num_turns"),
+    ({"state_keys": np.zeros((B, 4), np.int32)}, r"state_keys must have shape \[B, N\] = \[8, 3\].*N should be 3"),
+    ({"turn_rewards": np.zeros((B, 1), np.float32), "state_keys": None}, r"past the N = 1 slots"),
+    ({"turn_rewards": np.full((B, 3), np.nan, np.float32)}, r"turn_rewards has non-finite entries"),
+    ({"turn_ids": -np.ones((B, T), np.int32)}, r"turn_ids must be >= 0"),
+], ids=["mask-outside-turns", "more-turns-than-num-turns", "mismatched-n", "turn-past-n", "nan-turn-reward",
+        "negative-turn"])
+def test_turn_fields_are_checked_against_each_other_and_the_mask(overrides, message):
+    rollout = make_rollout(**good(), group_size=K)
+    validate(rollout.replace(**turns()))
+    with pytest.raises(ValueError, match=message):
+        validate(rollout.replace(**turns(**overrides)))
+
+
 def test_wrong_dtype_is_named():
     rollout = make_rollout(**good(), group_size=K)
     with pytest.raises(ValueError, match=r"Rollout.loss_mask must have a bool dtype, got float32"):
