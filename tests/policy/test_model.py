@@ -14,6 +14,7 @@ from rlzoo.policy import (
     PRESETS, CheckpointError, ModelConfig, Transformer, load_hf, partition_specs, save_hf,
 )
 from rlzoo.policy.safetensors_io import write_safetensors
+from rlzoo.policy.model import causal_mask
 
 VOCAB = 80
 
@@ -211,3 +212,33 @@ def test_chunked_attention_and_remat_change_nothing(tiny_cfg):
     np.testing.assert_allclose(logits, plain_logits, atol=1e-5, rtol=0)
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(plain_grad)):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("length", [5, 21])
+def test_causal_key_blocks_equal_full_attention(monkeypatch, length):
+    """Causal attention in query blocks, each against the keys up to its end
+    (here blocks of 4), gives full attention's outputs and gradients, with a
+    left-padded row. (Its padding queries see no key and average the keys
+    they are given, a different set in each form; the model never reads
+    those outputs at a real position, so they are left out of the loss.)"""
+    import rlzoo.policy.model as model_module
+
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(2, length, 4, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(2, 2, length, 8)), jnp.float32) for _ in range(2))
+    valid = np.ones((2, length), bool)
+    valid[1, :3] = False
+    mask = causal_mask(length, jnp.asarray(valid))
+
+    def run(causal):
+        def loss(q, k, v):
+            out = model_module.attend(q, k, v, mask, causal=causal)
+            return jnp.sum(jnp.sin(out) * jnp.asarray(valid)[:, :, None, None])
+
+        return jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+    monkeypatch.setattr(model_module, "CAUSAL_BLOCK", 4)
+    full, blocked = run(False), run(True)
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(blocked)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert np.all(np.isfinite(np.asarray(blocked[0])))
