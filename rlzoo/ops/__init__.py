@@ -10,6 +10,8 @@
     surrogates   clipped surrogate, shared loss assembly, score-function
                  losses, ratio metrics, log-ratio regressions
     pairs        preference pairs: signs, sequence scores, pairwise losses
+    turns        multi-turn rows: returns-to-go over turns, anchor-state
+                 groups, per-turn values onto the turn's tokens
 
 Every function is pure and jit-able, works in float32 and stays finite for
 any finite input (fully masked rows, all-equal groups, extreme log-probs).
@@ -35,6 +37,9 @@ from rlzoo.ops.groups import (
     group_masked_logmeanexp, group_value_entropy, group_pair_differences, group_pair_weight,
     group_win_rates,
 )
+from rlzoo.ops.turns import (
+    turn_valid, discounted_turn_returns, anchor_group_advantage, turn_values_to_tokens,
+)
 from rlzoo.ops.aggregation import (
     Aggregation, AGGREGATIONS, weighted_mask, loss_inputs, token_weights, aggregate, aggregate_rows,
     aggregate_pairs, aggregate_group_pairs, aggregate_groups,
@@ -51,6 +56,7 @@ from rlzoo.ops.pairs import (
 )
 
 __all__ = [
+    "turn_valid", "discounted_turn_returns", "anchor_group_advantage", "turn_values_to_tokens",
     "KLEstimator", "KL_ESTIMATORS", "LOG_RATIO_CLAMP", "masked_mean", "masked_max", "masked_whiten",
     "sequence_sum", "sequence_mean", "effective_sample_size", "broadcast_to_tokens", "row_values",
     "log_ratio", "ratio", "sequence_log_ratio", "stop_gradient_ratio", "kl_estimate", "prefix_sum",
