@@ -276,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threads and --calls must be >= 1")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
                                f" intra_op_parallelism_threads={args.threads}").strip()
+    # The thread flags alone still let XLA run some work on another CPU: pin the
+    # process too, as bench_grpo_step.py does, so the two report the same machine.
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(allowed) > args.threads:
+        os.sched_setaffinity(0, allowed[:args.threads])
     from rlzoo.policy.model import ModelConfig, create_model
 
     model = create_model(ModelConfig(**MODEL))

@@ -214,7 +214,7 @@ def test_chunked_attention_and_remat_change_nothing(tiny_cfg):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("length", [5, 21])
+@pytest.mark.parametrize("length", [16, 21])
 def test_causal_key_blocks_equal_full_attention(monkeypatch, length):
     """Causal attention in query blocks, each against the keys up to its end
     (here blocks of 4), gives full attention's outputs and gradients, with a
