@@ -3,6 +3,7 @@
     prompts.py      which prompts (a deterministic stream per step) and how they are encoded
     filtering.py    dynamic sampling: more prompts until the batch is full of kept groups
     generation.py   K completions per prompt from the current policy (the KV-cache sampler)
+    episodes.py     K multi-turn episodes per task against an environment (rlzoo.envs)
     scoring.py      task rewards -> rewards, reward_components, prompt_ids, answer_ids
     forwards.py     behaviour / reference forwards (only those the algorithm needs)
     segments.py     sentence segment ids for segment-level methods
