@@ -140,6 +140,7 @@ def checked_step(env: Any, action: str, seed: int, turn: int) -> Step:
 _ENVS: dict[str, str] = {
     "calculator": "rlzoo.envs.calculator:CalculatorEnv",
     "guess_number": "rlzoo.envs.guess_number:GuessNumberEnv",
+    "grid_world": "rlzoo.envs.grid_world:GridWorldEnv",
 }
 
 

@@ -133,3 +133,33 @@ def test_cli_lists_the_environments(capsys):
     for name in list_envs():
         assert name in out
     assert "higher" in out  # each row says what the environment is
+
+
+@hypothesis.given(seed=st.integers(0, 2**31 - 1), size=st.integers(2, 6), walls=st.floats(0.0, 0.4))
+def test_grid_world_shortest_path_policy_reaches_the_goal_in_the_fewest_moves(seed, size, walls):
+    from rlzoo.envs.grid_world import GridWorldEnv
+
+    env = GridWorldEnv(size=size, wall_fraction=walls)
+    checked_reset(env, seed)
+    shortest = env.distances()[env.agent]
+    assert shortest >= 1 and env.render().count("A") == 1 and env.render().count("G") == 1
+    reward, turns, done = play_optimally(env, seed, env.max_turns)
+    assert done and reward == 1.0 and turns == shortest
+
+
+def test_grid_world_walls_block_and_states_are_cells():
+    from rlzoo.envs.grid_world import MOVES, GridWorldEnv
+
+    env = GridWorldEnv(size=5, wall_fraction=0.3)
+    _, info = env.reset(11)
+    assert info["state_key"] == env.agent
+    for move in MOVES:  # a move into a wall or off the grid stays put; any move keeps the state a free cell
+        env.reset(11)
+        step = env.step(f"I go {move.upper()} now")
+        r, c = step.info.get("state_key", env.goal)
+        assert not env.walls[r, c]
+    env.reset(11)
+    stay = env.step("north")
+    assert stay.observation.startswith("invalid move") and stay.info["state_key"] == env.agent
+    again = GridWorldEnv(size=5, wall_fraction=0.3)
+    assert again.reset(11)[0] == env.reset(11)[0]  # the seed fixes the maze
