@@ -33,11 +33,11 @@ environments use the call syntax of `rlzoo.envs.tools`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
-import inspect
 import zlib
 from typing import Any, Protocol, runtime_checkable
+
+from rlzoo.named import construct, did_you_mean
 
 __all__ = [
     "EnvError", "Environment", "Step", "UnknownEnvError", "checked_reset", "checked_step", "describe_env", "get_env",
@@ -167,7 +167,7 @@ def load_env(spec: str, **options) -> Any:
         raise UnknownEnvError(f"cannot import environment module {module_name!r} (from {spec!r}): {error}") from error
     if not hasattr(module, attr):
         raise UnknownEnvError(f"module {module_name!r} has no {attr!r} (from {spec!r})")
-    env = _construct(getattr(module, attr), spec, options)
+    env = construct(getattr(module, attr), spec, options)
     if not isinstance(env, Environment):
         raise UnknownEnvError(f"{spec!r} is not an environment: it needs a name and reset(seed) / step(action)")
     return env
@@ -177,19 +177,7 @@ def get_env(name: str, **options) -> Any:
     """The built-in environment `name`, constructed with `options`."""
     key = name.strip().lower().replace("-", "_")
     if key not in _ENVS:
-        close = difflib.get_close_matches(key, list(_ENVS), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownEnvError(f"unknown environment {name!r}.{hint} Available environments: "
+        raise UnknownEnvError(f"unknown environment {name!r}.{did_you_mean(key, _ENVS)} Available environments: "
                               f"{', '.join(list_envs())}; or give a user's class as module:Class.")
     module, attr = _ENVS[key].split(":")
-    return _construct(getattr(importlib.import_module(module), attr), key, options)
-
-
-def _construct(env_class: Any, label: str, options: dict) -> Any:
-    accepted = [n for n, p in inspect.signature(env_class).parameters.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"environment {label} takes no option(s) {', '.join(unknown)}; its options: "
-                         f"{', '.join(accepted) or 'none'}")
-    return env_class(**options)
+    return construct(getattr(importlib.import_module(module), attr), f"environment {key}", options)

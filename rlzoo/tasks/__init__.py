@@ -24,12 +24,12 @@ Built-in tasks (`list_tasks()`):
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
-import inspect
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from rlzoo.named import construct, did_you_mean
 
 __all__ = ["Example", "Task", "UnknownTaskError", "get_task", "list_tasks", "weighted_total"]
 
@@ -99,19 +99,10 @@ def get_task(name: str, **kwargs) -> Task:
     """
     key = name.strip().lower().replace("-", "_")
     if key not in _TASKS:
-        close = difflib.get_close_matches(key, list(_TASKS), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownTaskError(f"unknown task {name!r}.{hint} Available tasks: {', '.join(list_tasks())}.")
+        raise UnknownTaskError(f"unknown task {name!r}.{did_you_mean(key, _TASKS)} "
+                               f"Available tasks: {', '.join(list_tasks())}.")
     module, attr = _TASKS[key].split(":")
-    task_class = getattr(importlib.import_module(module), attr)
-    accepted = [n for n, p in inspect.signature(task_class).parameters.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        close = [m for u in unknown for m in difflib.get_close_matches(u, accepted, n=1)]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"task {key} takes no option(s) {', '.join(unknown)}{hint}; its options: {', '.join(accepted)}")
-    return task_class(**kwargs)
+    return construct(getattr(importlib.import_module(module), attr), f"task {key}", kwargs)
 
 
 def weighted_total(components: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
